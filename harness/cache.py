@@ -1,0 +1,91 @@
+"""Content-addressed artifacts: a trained model or a key is stored under a hash of exactly
+the inputs it depends on, so a re-run (or another cell needing the same model) loads it.
+
+Files are written atomically (temp file + rename) next to a manifest holding
+their SHA-256; a file whose hash does not match is discarded and rebuilt,
+never loaded silently. Checkpoints load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from harness.watermark import Key
+
+
+def spec_hash(spec: dict) -> str:
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, write: Callable) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ArtifactCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def _paths(self, kind: str, spec: dict) -> tuple[Path, Path]:
+        stem = self.root / kind / spec_hash(spec)
+        return stem.with_suffix(".pt"), stem.with_suffix(".json")
+
+    def _intact(self, data: Path, manifest: Path) -> bool:
+        if not (data.is_file() and manifest.is_file()):
+            return False
+        try:
+            return json.loads(manifest.read_text())["sha256"] == file_sha256(data)
+        except (ValueError, KeyError, OSError):
+            return False
+
+    def _commit(self, data: Path, manifest: Path, spec: dict) -> None:
+        body = json.dumps({"spec": spec, "sha256": file_sha256(data)}, indent=1, sort_keys=True, default=str)
+        atomic_write_bytes(manifest, lambda h: h.write(body.encode()))
+
+    def model(self, kind: str, spec: dict, model: nn.Module, train: Callable[[nn.Module], nn.Module]) -> tuple[nn.Module, bool]:
+        """``model`` with cached weights if an intact artifact exists, else ``train(model)``, stored.
+
+        Returns (model, loaded_from_cache).
+        """
+        data, manifest = self._paths(kind, spec)
+        if self._intact(data, manifest):
+            model.load_state_dict(torch.load(data, map_location="cpu", weights_only=True))
+            return model.eval(), True
+        trained = train(model)
+        atomic_write_bytes(data, lambda h: torch.save(trained.state_dict(), h))
+        self._commit(data, manifest, spec)
+        return trained.eval(), False
+
+    def key(self, spec: dict, build: Callable[[], Key]) -> Key:
+        data, manifest = self._paths("keys", spec)
+        data = data.with_suffix(".npz")
+        if self._intact(data, manifest):
+            return Key.load(data)
+        key = build()
+        key.save(data)
+        self._commit(data, manifest, spec)
+        return key

@@ -1,0 +1,148 @@
+"""``python -m harness``: a thin command line over ``harness.runner.benchmark`` and friends.
+
+Bad input (a name, a number, a file) ends with one line on stderr and exit
+status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from harness.errors import HarnessError
+
+VERBS = ("run", "list", "leaderboard", "verify")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, status 2, like every other input error
+        raise HarnessError(f"{self.prog}: {message}")
+
+
+def _csv(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="harness", description="Benchmark ownership watermarks of segmentation models.")
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    run = verbs.add_parser("run", help="embed, attack and verify; write records and the leaderboard")
+    run.add_argument("--watermark", type=_csv, default=["stealthmark", "badnets"],
+                     help="watermarks and/or baselines, comma-separated (default: stealthmark,badnets)")
+    run.add_argument("--model", default="basic-unet")
+    run.add_argument("--dataset", default="synthetic-polyp")
+    run.add_argument("--attack", default="prune")
+    run.add_argument("--strength", type=_floats, default=None,
+                     help="comma-separated strengths (default: the attack's own sweep)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--preset", default="tiny")
+    run.add_argument("--explainer", default="lime", help="attribution method for the QR certificate")
+    run.add_argument("--dice-budget", type=float, default=0.05,
+                     help="max Dice drop for an attack to count as a removal (default 0.05 = 5 points)")
+    run.add_argument("--results", default="results", help="results directory (default: ./results)")
+    run.add_argument("--force", action="store_true", help="recompute cells that already have records")
+
+    lst = verbs.add_parser("list", help="registered plugins with one-line descriptions")
+    lst.add_argument("kind", nargs="?", default=None, help="only this kind, e.g. attacks")
+    lst.add_argument("--pattern", default="*", help="shell-style wildcard on names")
+
+    board = verbs.add_parser("leaderboard", help="rebuild the leaderboard CSV from the run records")
+    board.add_argument("--results", default="results")
+
+    verify = verbs.add_parser("verify", help="check a suspect checkpoint against an owner's key")
+    verify.add_argument("--model", required=True, help="registered architecture of the suspect")
+    verify.add_argument("--checkpoint", required=True, help="suspect's state dict (.pt), loaded weights-only")
+    verify.add_argument("--key", required=True, help="the owner's key file (.npz) written by `run`")
+    verify.add_argument("--preset", default=None, help="architecture size (default: the key's preset)")
+    verify.add_argument("--explainer", default=None, help="attribution method (default: the key's)")
+    verify.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def cmd_run(args) -> int:
+    from harness.summary import print_summary
+    from harness.runner import benchmark
+
+    tic = time.perf_counter()
+    outcome = benchmark(watermarks=args.watermark, model=args.model, dataset=args.dataset, attack=args.attack,
+                        strengths=args.strength, seed=args.seed, preset=args.preset, explainer=args.explainer,
+                        results=args.results, dice_budget=args.dice_budget, force=args.force,
+                        log=lambda msg: print(msg, file=sys.stderr))
+    print_summary(outcome.records)
+    for name, path in outcome.keys.items():
+        print(f"owner key ({name}): {path}  <- keep this file; it is what `harness verify --key` needs")
+    for name, path in outcome.checkpoints.items():
+        print(f"checkpoint ({name}): {path}")
+    print(f"leaderboard: {outcome.leaderboard}  ({len(outcome.records)} cells in {time.perf_counter() - tic:.1f} s)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from harness.registry import ALL_REGISTRIES
+    from harness.presets import look_up
+
+    kinds = [look_up(args.kind, ALL_REGISTRIES, "plugin kind")] if args.kind else list(ALL_REGISTRIES.values())
+    for registry in kinds:
+        print(f"{registry.kind}:")
+        for name, description in registry.describe():
+            if name in registry.names(args.pattern):
+                print(f"  {name:<18} {description}")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from harness.leaderboard import write_leaderboard
+
+    path, count = write_leaderboard(args.results)
+    print(f"leaderboard: {path} ({count} rows)")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from harness.checkpoints import load_model
+    from harness.registry import EXPLAINERS, find_watermark
+    from harness.watermark import Key
+
+    key = Key.load(args.key)
+    try:
+        watermark = find_watermark(key.meta["watermark"]["name"])()
+    except KeyError:
+        raise HarnessError(f"key file {args.key} names no watermark") from None
+    explainer = args.explainer or key.meta.get("explainer")
+    if explainer is not None:
+        EXPLAINERS.get(explainer)
+    model = load_model(args.model, args.preset or key.meta["preset"], args.checkpoint)
+    result = watermark.verify(model, key, explainer=explainer, seed=args.seed)
+    verdict = "VERIFIED" if result.verified else "NOT VERIFIED"
+    print(f"{verdict}: {key.meta['watermark']['name']} key, asr {result.asr:.3f} vs fpr {result.fpr:.3f} "
+          f"over {result.queries // 2}+{result.queries // 2} queries, p = {result.p_value:.3g} "
+          f"(alpha {key.meta['alpha']})")
+    record = {"verdict": verdict, "checkpoint": str(args.checkpoint), "model": args.model,
+              "key": str(args.key), "explainer": explainer, **result.as_record()}
+    print(json.dumps(record, indent=1, sort_keys=True))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard, "verify": cmd_verify}[args.verb](args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,100 @@
+"""The leaderboard CSV, derived from run records alone (delete it and nothing is lost).
+
+``COLUMNS`` is the single definition of every column: its direction and
+meaning. ``results/README.md`` is generated from it (``columns_markdown``) and
+a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from harness.cache import atomic_write_bytes
+from harness.records import load_records
+
+UP, DOWN, NEUTRAL = "higher", "lower", "-"
+
+# (name, better direction, definition). Spec columns first, then metrics.
+COLUMNS: list[tuple[str, str, str]] = [
+    ("watermark", NEUTRAL, "Watermark or baseline under test (`harness list`)."),
+    ("role", NEUTRAL, "`watermark` (method under test) or `baseline` (backdoor-watermark baseline)."),
+    ("model", NEUTRAL, "Registered segmentation architecture."),
+    ("dataset", NEUTRAL, "Registered dataset."),
+    ("preset", NEUTRAL, "Run size (`tiny` on CPU, `paper` on GPU)."),
+    ("attack", NEUTRAL, "Removal attack applied to the watermarked model."),
+    ("strength", NEUTRAL, "Attack strength, in the attack's own unit (e.g. fraction of weights pruned)."),
+    ("seed", NEUTRAL, "Seed of data, initialisation, poisoning and explainer; the null model uses seed+1."),
+    ("explainer", NEUTRAL, "Attribution method used for the QR certificate."),
+    ("dice_clean", UP, "Mean per-image Dice on the test split of the clean reference model (same data, seed and recipe, no watermark)."),
+    ("dice_watermarked", UP, "Mean per-image Dice of the watermarked model on the test split."),
+    ("dice_attacked", UP, "Mean per-image Dice of the attacked model on the test split."),
+    ("harm_dice_drop", DOWN, "dice_clean - dice_watermarked: the utility cost of embedding."),
+    ("attack_dice_drop", NEUTRAL, "dice_watermarked - dice_attacked: the utility cost the thief paid (judged against the budget)."),
+    ("auc_watermarked", UP, "Mean per-image pixel AUROC of the watermarked model (images without both classes are skipped)."),
+    ("hd95_watermarked", DOWN, "Mean per-image 95th-percentile Hausdorff distance (pixels) of the watermarked model; an empty prediction scores the image diagonal."),
+    ("flip_rate", DOWN, "Output stealth: share of pixels outside the trigger's footprint whose thresholded mask (p > 0.5) changes when the trigger is added, for the watermarked model, averaged per test image."),
+    ("flip_rate_clean", NEUTRAL, "The same for the clean reference model: what the trigger alone does to a model without the mark."),
+    ("trigger_psnr", UP, "Input stealth: mean PSNR (dB) between triggered and benign test images."),
+    ("trigger_ssim", UP, "Input stealth: mean SSIM between triggered and benign test images."),
+    ("asr_before", UP, "Share of the M triggered queries the verifier flags, on the watermarked model before the attack."),
+    ("fpr_before", DOWN, "Share of the M benign queries flagged, before the attack."),
+    ("p_value_before", DOWN, "One-sided Fisher exact test that triggered queries are flagged more often than benign ones, before the attack."),
+    ("verified_before", UP, "1 if p_value_before < alpha (the key's false-accusation level, default 0.01)."),
+    ("qr_decoded_before", NEUTRAL, "StealthMark only: the QR certificate decoded to the owner's payload. Gated by the detector: not independent evidence."),
+    ("asr_after", UP, "asr on the attacked model (owner's view: higher means the mark survived)."),
+    ("fpr_after", DOWN, "fpr on the attacked model."),
+    ("p_value_after", DOWN, "Fisher exact p-value on the attacked model."),
+    ("verified_after", UP, "1 if p_value_after < alpha."),
+    ("qr_decoded_after", NEUTRAL, "qr_decoded on the attacked model (gated, see qr_decoded_before)."),
+    ("null_asr", DOWN, "asr of a clean model trained independently (seed+1, disjoint images) queried with the owner's key: the false-accusation rate."),
+    ("null_fpr", DOWN, "fpr of that null model."),
+    ("null_p_value", UP, "Fisher p-value on the null model; below alpha would be a false accusation."),
+    ("null_verified", DOWN, "1 if the null model was (wrongly) verified."),
+    ("null_asr_after", DOWN, "asr of the null model after the same attack: does the attack alone create false accusations?"),
+    ("removed", NEUTRAL, "1 if the attack removed the mark: verified_after is 0 while attack_dice_drop <= the Dice budget (default 0.05)."),
+    ("attack_seconds", DOWN, "Wall-clock seconds the attack took (the thief's cost)."),
+    ("run_id", NEUTRAL, "Hash of the cell spec; the record is results/runs/<run_id>.json."),
+]
+COLUMN_NAMES = [name for name, _, _ in COLUMNS]
+LEADERBOARD_FILE = "leaderboard.csv"
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def rows(results_dir: str | Path) -> list[dict]:
+    out = []
+    for record in load_records(results_dir):
+        if record.status != "ok":
+            continue
+        row = {**record.spec, **record.metrics, "run_id": record.run_id}
+        out.append({name: row.get(name) for name in COLUMN_NAMES})
+    order = ("role", "watermark", "model", "dataset", "preset", "attack", "strength", "seed", "explainer")
+    return sorted(out, key=lambda r: tuple(str(r[k]) if k != "strength" else float(r[k]) for k in order))
+
+
+def write_leaderboard(results_dir: str | Path) -> tuple[Path, int]:
+    """Rebuild ``results_dir/leaderboard.csv`` from the records; returns (path, number of rows)."""
+    table = rows(results_dir)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMN_NAMES, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _cell(v) for k, v in row.items()} for row in table)
+    path = Path(results_dir) / LEADERBOARD_FILE
+    atomic_write_bytes(path, lambda h: h.write(buffer.getvalue().encode()))
+    return path, len(table)
+
+
+def columns_markdown() -> str:
+    """The column reference table of results/README.md."""
+    lines = ["| column | better | definition |", "|---|---|---|"]
+    lines += [f"| `{name}` | {direction} | {text} |" for name, direction, text in COLUMNS]
+    return "\n".join(lines) + "\n"

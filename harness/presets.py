@@ -1,0 +1,76 @@
+"""Named run sizes. Every number here was chosen by measurement, not by guess.
+
+``tiny`` is the laptop default: 48x48 images, a 0.5M-parameter UNet and about
+400 Adam steps per model, which is the smallest budget at which a StealthMark
+background floor was learned on CPU in our measurements (README, "Presets").
+``paper`` follows the paper: 256x256 and the paper's training length; it needs
+a GPU. ``smoke`` only checks that the pipeline runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field
+
+from harness.errors import HarnessError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one segmentation model is trained (Adam, BCE on soft targets)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    image_size: int
+    owner_train: int  # images the owner trains on
+    owner_verify: int  # half fits the detector, half are the verification queries
+    attacker: int  # the thief's own images; disjoint from the owner's
+    test: int  # held-out utility evaluation
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(40, 16, 2e-3))
+    explain_samples: int = 1000  # perturbations per attribution
+    eval_batch_size: int = 64
+
+    @property
+    def queries(self) -> int:
+        """M: triggered queries (and as many benign ones) sent to a suspect model."""
+        return self.owner_verify // 2
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    "tiny": Preset("tiny", image_size=48, owner_train=300, owner_verify=120, attacker=100, test=100,
+                   train=TrainConfig(epochs=20, batch_size=16, lr=2e-3)),
+    # Seconds, not minutes: exercises every code path; the numbers mean nothing.
+    "smoke": Preset("smoke", image_size=32, owner_train=32, owner_verify=24, attacker=8, test=8,
+                    train=TrainConfig(epochs=1, batch_size=16, lr=2e-3), explain_samples=64),
+    "paper": Preset("paper", image_size=256, owner_train=2000, owner_verify=400, attacker=600, test=500,
+                    train=TrainConfig(epochs=100, batch_size=48, lr=1e-4), explain_samples=2000),
+}
+
+
+def look_up(name: str, options: dict, what: str):
+    """``options[name]``, or a one-line error naming the closest option and all valid ones."""
+    if name in options:
+        return options[name]
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise HarnessError(f"unknown {what} {name!r}{hint} Valid {what}s: {', '.join(options)}")
+
+
+def get_preset(name: str) -> Preset:
+    return look_up(name, PRESETS, "preset")
+
+
+def require_known_preset(name: str, table: dict) -> None:
+    look_up(name, table, "preset")

@@ -1,0 +1,68 @@
+"""One JSON record per benchmark cell, written atomically; the leaderboard is derived from these alone."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from harness.cache import atomic_write_bytes
+
+HARNESS_VERSION = "0.1.0"
+RUNS_DIR = "runs"
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict:
+    """Versions that decide the numbers, recorded in every record."""
+    out = {"python": platform.python_version(), "harness": HARNESS_VERSION, "platform": platform.platform()}
+    for package in ("torch", "monai", "numpy", "scikit-learn", "lime", "torch-pruning"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
+        out["git_commit"] = (commit + ("-dirty" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        out["git_commit"] = None
+    return out
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    spec: dict  # the cell: watermark, model, dataset, attack, strength, seed, preset, explainer
+    metrics: dict  # name -> float (booleans as 0/1; None where a metric does not apply)
+    status: str = "ok"  # ok | error
+    error: str | None = None
+    started: str = ""
+    duration_s: float = 0.0
+    device: str = "cpu"
+    versions: dict = field(default_factory=versions)
+    command: str = field(default_factory=lambda: " ".join(sys.argv))
+
+    def write(self, results_dir: str | Path) -> Path:
+        path = Path(results_dir) / RUNS_DIR / f"{self.run_id}.json"
+        body = json.dumps(asdict(self), indent=1, sort_keys=True, allow_nan=False)
+        atomic_write_bytes(path, lambda h: h.write(body.encode()))
+        return path
+
+
+def load_records(results_dir: str | Path) -> list[RunRecord]:
+    """Every readable record under ``results_dir/runs``; unreadable files are skipped with a warning."""
+    records = []
+    for path in sorted((Path(results_dir) / RUNS_DIR).glob("*.json")):
+        try:
+            records.append(RunRecord(**json.loads(path.read_text())))
+        except (ValueError, TypeError) as exc:
+            print(f"warning: skipping unreadable record {path}: {exc}", file=sys.stderr)
+    return records

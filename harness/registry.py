@@ -1,0 +1,165 @@
+"""One registry mechanism for every plugin kind.
+
+A plugin is one file with a decorator::
+
+    from harness.registry import ATTACKS
+
+    @ATTACKS.register("prune")
+    class GlobalL1Prune(Attack):
+        '''Global L1 unstructured pruning of every Conv/Linear weight.'''
+
+The first line of the docstring is the plugin's one-line description.
+
+Built-in plugins live in fixed packages (``attacks/``, ``watermarks/``, ...).
+Those packages are imported the first time a registry is asked for a name, so
+adding a file is all it takes. Third-party packages add plugins through the
+entry-point group ``harness.<kind>`` (e.g. ``harness.attacks``) with a value
+``"module:attr"``; such entries stay unimported until they are looked up.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Callable, Iterable
+
+from harness.errors import HarnessError, UnknownNameError
+
+
+@dataclass
+class _Entry:
+    obj: Any = None
+    lazy: str | None = None  # "module:attr", resolved on first get()
+    description: str = ""
+
+
+def _first_line(obj: Any) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0].strip() if doc else ""
+
+
+class Registry:
+    """Named plugins of one kind (e.g. ``attacks``).
+
+    >>> reg = Registry("gadgets", packages=())
+    >>> @reg.register("spanner")
+    ... def make_spanner():
+    ...     '''A tool for nuts.'''
+    ...     return "spanner"
+    >>> reg.get("spanner")()
+    'spanner'
+    >>> reg.names()
+    ['spanner']
+    >>> reg.get("spaner")
+    Traceback (most recent call last):
+    ...
+    harness.errors.UnknownNameError: unknown gadget 'spaner'; did you mean 'spanner'? Valid gadgets: spanner
+    """
+
+    def __init__(self, kind: str, packages: Iterable[str]):
+        self.kind = kind
+        self._packages = tuple(packages)
+        self._entries: dict[str, _Entry] = {}
+        self._discovered = False
+
+    # -- registration -----------------------------------------------------
+    def register(self, name: str | None = None, *, description: str | None = None) -> Callable:
+        """Decorator: register a class or factory under ``name`` (default: its own name)."""
+
+        def decorator(obj: Any) -> Any:
+            key = name or obj.__name__
+            self._add(key, _Entry(obj=obj, description=description or _first_line(obj)))
+            obj.registered_name = key
+            return obj
+
+        return decorator
+
+    def register_lazy(self, name: str, target: str, description: str = "") -> None:
+        """Register ``"module:attr"`` without importing it (used for entry points)."""
+        if ":" not in target:
+            raise ValueError(f"lazy {self.kind} entry {name!r} must be 'module:attr', got {target!r}")
+        self._add(name, _Entry(lazy=target, description=description))
+
+    def _add(self, name: str, entry: _Entry) -> None:
+        existing = self._entries.get(name)
+        if existing is not None:
+            where = existing.lazy or getattr(existing.obj, "__module__", "?")
+            raise ValueError(f"{self.kind} name {name!r} is already registered (by {where})")
+        self._entries[name] = entry
+
+    # -- discovery ----------------------------------------------------------
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True
+        for package in self._packages:
+            pkg = importlib.import_module(package)
+            for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+                if not info.name.startswith("_"):
+                    importlib.import_module(f"{package}.{info.name}")
+        for ep in entry_points(group=f"harness.{self.kind}"):
+            if ep.name not in self._entries:
+                self.register_lazy(ep.name, ep.value, description=f"(plugin from {ep.value})")
+
+    # -- lookup -------------------------------------------------------------
+    def names(self, pattern: str = "*") -> list[str]:
+        """Registered names matching a shell-style wildcard, sorted."""
+        self._discover()
+        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+
+    def __contains__(self, name: str) -> bool:
+        self._discover()
+        return name in self._entries
+
+    def get(self, name: str) -> Any:
+        """The registered object; an unknown name raises with the closest names."""
+        self._discover()
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownNameError(self.unknown_message(name))
+        if entry.obj is None:
+            module_name, attr = entry.lazy.split(":", 1)
+            try:
+                entry.obj = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                raise HarnessError(f"{self.kind} plugin {name!r} ({entry.lazy}) cannot be loaded: {exc}") from None
+            entry.description = _first_line(entry.obj) or entry.description
+        return entry.obj
+
+    def unknown_message(self, name: str) -> str:
+        valid = self.names()
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+        singular = self.kind[:-1] if self.kind.endswith("s") else self.kind
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return f"unknown {singular} {name!r}{hint} Valid {self.kind}: {', '.join(valid) or '(none)'}"
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(name, one-line description) for every plugin, for ``harness list``."""
+        return [(n, self._entries[n].description) for n in self.names()]
+
+
+WATERMARKS = Registry("watermarks", packages=["watermarks"])
+BASELINES = Registry("baselines", packages=["baselines"])
+ATTACKS = Registry("attacks", packages=["attacks"])
+MODELS = Registry("models", packages=["harness.models"])
+DATASETS = Registry("datasets", packages=["harness.datasets"])
+EXPLAINERS = Registry("explainers", packages=["harness.explainers"])
+TRIGGERS = Registry("triggers", packages=["harness.triggers"])
+
+ALL_REGISTRIES = {r.kind: r for r in (WATERMARKS, BASELINES, ATTACKS, EXPLAINERS, MODELS, DATASETS, TRIGGERS)}
+
+
+def find_watermark(name: str) -> Any:
+    """A watermark under test or a baseline: ``--watermark`` accepts either."""
+    if name in WATERMARKS:
+        return WATERMARKS.get(name)
+    if name in BASELINES:
+        return BASELINES.get(name)
+    valid = WATERMARKS.names() + BASELINES.names()
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownNameError(f"unknown watermark {name!r}{hint} Valid watermarks and baselines: {', '.join(valid)}")

@@ -1,0 +1,242 @@
+"""``benchmark()``: the importable entry point behind ``python -m harness run``.
+
+One cell = (watermark, model, dataset, attack, strength, seed, preset, explainer).
+Its data flow, top to bottom in ``benchmark``:
+
+  data splits (owner-train | owner-verify | attacker | test), disjoint, seeded
+  -> clean reference model (same data, seed, recipe; no mark)    [cached]
+  -> null model (seed+1, images nobody else saw)                  [cached]
+  -> watermarked model + owner's key                               [cached]
+  -> scores before any attack (utility, harm, stealth, verification, null control)
+  -> for each strength: attacked model -> scores after -> RunRecord (JSON)
+  -> leaderboard CSV rebuilt from every record
+
+Every name and number is validated before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from harness import scoring
+from harness.cache import ArtifactCache, spec_hash
+from harness.data import Split, make_splits, null_training_set
+from harness.errors import HarnessError
+from harness.leaderboard import write_leaderboard
+from harness.presets import Preset, get_preset
+from harness.records import HARNESS_VERSION, RunRecord
+from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, find_watermark
+from harness.segmenter import build_model, predict_proba
+from harness.training import fit, seed_everything
+from harness.watermark import Key, Verification
+
+DEFAULT_WATERMARKS = ("stealthmark", "badnets")
+DEFAULT_DICE_BUDGET = 0.05
+NULL_SEED_OFFSET = 1
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    watermark: str
+    model: str
+    dataset: str
+    attack: str
+    strength: float
+    seed: int
+    preset: str
+    explainer: str
+
+    @property
+    def run_id(self) -> str:
+        return spec_hash({**asdict(self), "harness": HARNESS_VERSION})
+
+
+@dataclass
+class Outcome:
+    """What ``benchmark`` returns: the records of this call and where the owner's files went."""
+
+    records: list[RunRecord]
+    keys: dict[str, Path]
+    checkpoints: dict[str, Path]
+    leaderboard: Path
+
+
+def utility(model, split: Split, batch_size: int) -> tuple[dict, torch.Tensor]:
+    probs = predict_proba(model, split.images, batch_size)
+    scores = {"dice": scoring.dice(probs, split.masks), "iou": scoring.iou(probs, split.masks),
+              "hd95": scoring.hd95(probs, split.masks), "auc": scoring.pixel_auc(probs, split.masks)}
+    return {name: scoring.summarize(values) for name, values in scores.items()}, probs
+
+
+def verification_metrics(result: Verification, suffix: str) -> dict:
+    return {f"asr_{suffix}": result.asr, f"fpr_{suffix}": result.fpr, f"p_value_{suffix}": result.p_value,
+            f"verified_{suffix}": float(result.verified),
+            f"qr_decoded_{suffix}": None if result.qr_decoded is None else float(result.qr_decoded)}
+
+
+def validate(watermarks, model, dataset, attack, strengths, preset, explainer):
+    """Resolve every name and range up front, so bad input fails before any work or file."""
+    wm_classes = [find_watermark(name) for name in watermarks]
+    MODELS.get(model)
+    DATASETS.get(dataset)
+    EXPLAINERS.get(explainer)
+    attack_obj = ATTACKS.get(attack)()
+    strengths = tuple(attack_obj.check_strength(s) for s in (strengths or attack_obj.default_strengths))
+    if not strengths:
+        raise HarnessError(f"attack {attack!r} has no default strengths; pass --strength")
+    if len(set(watermarks)) != len(watermarks):
+        raise HarnessError(f"watermark listed twice: {', '.join(watermarks)}")
+    return wm_classes, attack_obj, strengths, get_preset(preset)
+
+
+def train_clean(cache: ArtifactCache, model_name: str, dataset: str, preset: Preset, seed: int,
+                split: Split, kind: str) -> torch.nn.Module:
+    spec = {"kind": kind, "model": model_name, "dataset": dataset, "preset": preset.as_dict(), "seed": seed}
+    seed_everything(seed)
+    model = build_model(model_name, preset.name)
+    trained, _ = cache.model(kind, spec, model,
+                             lambda m: fit(m, split.images, split.masks, preset.train, seed, desc=f"train {kind}"))
+    return trained
+
+
+def export_checkpoint(model: torch.nn.Module, path: Path) -> Path:
+    """The network's plain state dict, the format ``harness verify --checkpoint`` takes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.net.state_dict(), tmp)
+    tmp.replace(path)
+    return path
+
+
+def benchmark(
+    watermarks=DEFAULT_WATERMARKS,
+    model: str = "basic-unet",
+    dataset: str = "synthetic-polyp",
+    attack: str = "prune",
+    strengths=None,
+    seed: int = 0,
+    preset: str = "tiny",
+    explainer: str = "lime",
+    results: str | Path = "results",
+    dice_budget: float = DEFAULT_DICE_BUDGET,
+    force: bool = False,
+    log=print,
+) -> Outcome:
+    """Embed each watermark, attack it at each strength, verify before/after against a null model.
+
+    Cells whose record already exists (same spec, same harness version) are not
+    recomputed unless ``force``. Returns the records of every requested cell.
+    """
+    watermarks = tuple(watermarks)
+    wm_classes, attack_obj, strengths, preset_obj = validate(watermarks, model, dataset, attack, strengths,
+                                                             preset, explainer)
+    if not 0 <= dice_budget <= 1:
+        raise HarnessError(f"dice budget must be in [0, 1], got {dice_budget}")
+    results = Path(results)
+    cache = ArtifactCache(results / "cache")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    records: list[RunRecord] = []
+    keys: dict[str, Path] = {}
+    checkpoints: dict[str, Path] = {}
+    shared = {}  # data and clean/null models, built only if some cell needs them
+
+    def shared_artifacts():
+        if not shared:
+            log(f"data: {dataset} at {preset_obj.image_size}px, seed {seed}")
+            shared["splits"] = make_splits(dataset, preset_obj, seed)
+            shared["clean"] = train_clean(cache, model, dataset, preset_obj, seed, shared["splits"].owner_train, "clean")
+            null_seed = seed + NULL_SEED_OFFSET
+            null_split = null_training_set(dataset, preset_obj, null_seed, 0)
+            shared["null"] = train_clean(cache, model, dataset, preset_obj, null_seed, null_split, "null")
+        return shared
+
+    for name, wm_class in zip(watermarks, wm_classes):
+        cells = [CellSpec(name, model, dataset, attack, s, seed, preset, explainer) for s in strengths]
+        key_path = results / "keys" / f"{name}-{model}-{dataset}-{preset}-seed{seed}.npz"
+        done = {} if force else _finished(results, cells)
+        if len(done) == len(cells) and key_path.is_file():
+            records += [done[c.run_id] for c in cells]
+            keys[name] = key_path
+            log(f"{name}: all {len(cells)} cells already recorded (use --force to recompute)")
+            continue
+
+        started = time.time()
+        art = shared_artifacts()
+        splits, clean, null = art["splits"], art["clean"], art["null"]
+        wm = wm_class()
+        wm_spec = {"kind": "watermarked", "watermark": wm.spec(), "model": model, "dataset": dataset,
+                   "preset": preset_obj.as_dict(), "seed": seed}
+        seed_everything(seed)
+        marked, _ = cache.model("watermarked", wm_spec, build_model(model, preset),
+                                lambda m: wm.embed(m, splits, preset_obj, seed))
+        key = cache.key(wm_spec, lambda: wm.make_key(marked, splits, preset_obj, seed))
+        keys[name] = key.save(key_path)
+        checkpoints[name] = export_checkpoint(marked, results / "checkpoints" / f"{name}-{model}-{preset}-seed{seed}.pt")
+        checkpoints["null"] = export_checkpoint(null, results / "checkpoints" / f"null-{model}-{preset}-seed{seed + NULL_SEED_OFFSET}.pt")
+
+        before = _scores_before(wm, marked, clean, null, key, splits, preset_obj, explainer, seed)
+        for cell in tqdm(cells, desc=f"{name} x {attack}", unit="cell", leave=False, dynamic_ncols=True):
+            if cell.run_id in done:
+                records.append(done[cell.run_id])
+                continue
+            cell_start = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            metrics = dict(before)
+            tic = time.perf_counter()
+            attacked = attack_obj.apply(marked, splits.attacker, cell.strength, seed)
+            metrics["attack_seconds"] = time.perf_counter() - tic
+            after, _ = utility(attacked, splits.test, preset_obj.eval_batch_size)
+            metrics["dice_attacked"] = after["dice"]
+            metrics["attack_dice_drop"] = metrics["dice_watermarked"] - after["dice"]
+            result = wm.verify(attacked, key, explainer=explainer, seed=seed)
+            metrics.update(verification_metrics(result, "after"))
+            metrics["null_asr_after"] = wm.verify(attack_obj.apply(null, splits.attacker, cell.strength, seed),
+                                                  key, explainer=explainer, seed=seed).asr
+            metrics["removed"] = float(not result.verified and metrics["attack_dice_drop"] <= dice_budget)
+            spec = {**asdict(cell), "role": wm.role}
+            record = RunRecord(cell.run_id, spec, metrics, started=cell_start,
+                               duration_s=time.time() - started)
+            record.write(results)
+            records.append(record)
+            started = time.time()
+    board, _ = write_leaderboard(results)
+    return Outcome(records, keys, checkpoints, board)
+
+
+def _finished(results: Path, cells: list[CellSpec]) -> dict[str, RunRecord]:
+    from harness.records import load_records
+
+    wanted = {c.run_id for c in cells}
+    return {r.run_id: r for r in load_records(results) if r.run_id in wanted and r.status == "ok"}
+
+
+def _scores_before(wm, marked, clean, null, key: Key, splits, preset: Preset, explainer: str, seed: int) -> dict:
+    """Everything measured once per watermark, before any attack."""
+    batch = preset.eval_batch_size
+    clean_util, clean_probs = utility(clean, splits.test, batch)
+    marked_util, marked_probs = utility(marked, splits.test, batch)
+    triggered_images = wm.trigger.apply(splits.test.images)
+    footprint = wm.trigger.footprint(preset.image_size, preset.image_size)
+    metrics = {
+        "dice_clean": clean_util["dice"], "dice_watermarked": marked_util["dice"],
+        "harm_dice_drop": clean_util["dice"] - marked_util["dice"],
+        "auc_watermarked": marked_util["auc"], "hd95_watermarked": marked_util["hd95"],
+        "flip_rate": scoring.summarize(scoring.flip_rate(
+            marked_probs, predict_proba(marked, triggered_images, batch), exclude=footprint)),
+        "flip_rate_clean": scoring.summarize(scoring.flip_rate(
+            clean_probs, predict_proba(clean, triggered_images, batch), exclude=footprint)),
+        "trigger_psnr": scoring.summarize(scoring.psnr(triggered_images, splits.test.images)),
+        "trigger_ssim": scoring.summarize(scoring.ssim(triggered_images, splits.test.images)),
+    }
+    metrics.update(verification_metrics(wm.verify(marked, key, explainer=explainer, seed=seed), "before"))
+    null_result = wm.verify(null, key, explainer=explainer, seed=seed)
+    metrics.update({"null_asr": null_result.asr, "null_fpr": null_result.fpr,
+                    "null_p_value": null_result.p_value, "null_verified": float(null_result.verified)})
+    return metrics

@@ -1,0 +1,48 @@
+"""The model object the harness passes around: a registered network plus its input normalisation.
+
+Images travel through the harness in [0, 1]; ImageNet normalisation (as in the
+StealthMark code) lives here, inside ``forward``, so an attack that wraps the
+model with preprocessing, a verifier and a trainer all see the same contract:
+images in, one channel of logits out. Checkpoints hold ``net``'s state dict
+only, so a network trained outside the harness loads as long as its
+architecture is a registered model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harness.registry import MODELS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Segmenter(nn.Module):
+    """Binary segmentation model: images (N, 3, H, W) in [0, 1] -> logits (N, 1, H, W)."""
+
+    def __init__(self, net: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        self.net = net
+        # Not persistent: normalisation is part of the contract, not of the checkpoint.
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images - self.mean) / self.std)
+
+
+def build_model(name: str, preset: str) -> Segmenter:
+    """A freshly initialised registered network (seed the global RNG first)."""
+    return Segmenter(MODELS.get(name)(preset))
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Sigmoid probabilities (N, 1, H, W), in evaluation mode, batched."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([torch.sigmoid(model(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
+    model.train(was_training)
+    return out

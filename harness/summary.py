@@ -1,0 +1,54 @@
+"""The terminal summary printed at the end of ``run``: one table before the attack, one after."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.records import RunRecord
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and abs(value) < 10 ** -digits and value != 0:
+        return f"{value:.1e}"
+    return f"{value:.{digits}f}"
+
+
+def _yes(value) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def print_summary(records: list[RunRecord], console: Console | None = None) -> None:
+    console = console or Console(width=160)
+    by_watermark: dict[str, list[RunRecord]] = {}
+    for record in records:
+        by_watermark.setdefault(record.spec["watermark"], []).append(record)
+
+    before = Table(title="Before the attack (test split; verification: M triggered + M benign queries)")
+    for column in ("watermark", "role", "dice clean", "dice marked", "harm", "flip rate", "flip clean",
+                   "trigger PSNR", "ASR", "FPR", "p", "QR", "null ASR", "null p"):
+        before.add_column(column, justify="left" if column in ("watermark", "role") else "right")
+    for name, rows in by_watermark.items():
+        m = rows[0].metrics
+        before.add_row(name, rows[0].spec["role"], _fmt(m["dice_clean"]), _fmt(m["dice_watermarked"]),
+                       _fmt(m["harm_dice_drop"], 4), _fmt(m["flip_rate"], 4), _fmt(m["flip_rate_clean"], 4),
+                       _fmt(m["trigger_psnr"], 1), _fmt(m["asr_before"], 2), _fmt(m["fpr_before"], 2),
+                       _fmt(m["p_value_before"]), _yes(m["qr_decoded_before"]), _fmt(m["null_asr"], 2),
+                       _fmt(m["null_p_value"]))
+    console.print(before)
+
+    after = Table(title="After the attack (removed = not verified while the Dice drop is within budget)")
+    for column in ("watermark", "attack", "strength", "dice", "dice drop", "ASR", "FPR", "p", "verified",
+                   "QR", "null ASR", "removed", "seconds"):
+        after.add_column(column, justify="left" if column in ("watermark", "attack") else "right")
+    for name, rows in by_watermark.items():
+        for record in sorted(rows, key=lambda r: r.spec["strength"]):
+            m = record.metrics
+            after.add_row(name, record.spec["attack"], f"{record.spec['strength']:g}", _fmt(m["dice_attacked"]),
+                          _fmt(m["attack_dice_drop"]), _fmt(m["asr_after"], 2), _fmt(m["fpr_after"], 2),
+                          _fmt(m["p_value_after"]), _yes(m["verified_after"]), _yes(m["qr_decoded_after"]),
+                          _fmt(m["null_asr_after"], 2), "[bold red]yes[/]" if m["removed"] else "no",
+                          _fmt(m["attack_seconds"], 2))
+    console.print(after)

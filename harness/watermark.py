@@ -1,0 +1,192 @@
+"""Contracts shared by every watermark and baseline: the owner's ``Key``, a ``Verification``,
+and ``BackdoorWatermark``, the train-time trigger-and-target scheme both StealthMark and
+the backdoor baselines are instances of.
+
+A backdoor watermark is two independent choices: a trigger (from the core's
+trigger registry) and a target design for triggered images. Verification is
+black box: send M triggered and M benign queries, flag each answer, and test
+whether triggered answers are flagged more often than benign ones (one-sided
+Fisher exact test). A clean model has no reason to treat triggered queries
+differently, which is exactly what the null models check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import fisher_exact
+from torch import nn
+
+from harness.data import Split, Splits
+from harness.errors import HarnessError
+from harness.presets import Preset
+from harness.registry import TRIGGERS
+from harness.segmenter import predict_proba
+from harness.training import fit
+
+KEY_FORMAT = "harness-key/1"
+
+
+@dataclass
+class Key:
+    """Everything an owner keeps to verify a suspect model, stored as one NPZ file (no pickle).
+
+    ``meta`` is plain JSON (trigger spec, detector weights, payload, thresholds);
+    ``arrays`` hold the owner's verification queries.
+    """
+
+    meta: dict
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"format": KEY_FORMAT, **self.meta}, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, meta=np.array(meta), **self.arrays)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Key":
+        path = Path(path)
+        if not path.is_file():
+            raise HarnessError(f"key file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            meta = json.loads(str(arrays.pop("meta")))
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            raise HarnessError(f"key file {path} is not a valid harness key ({type(exc).__name__}: {exc})") from None
+        if meta.pop("format", None) != KEY_FORMAT:
+            raise HarnessError(f"key file {path} is not a {KEY_FORMAT} key")
+        return cls(meta, arrays)
+
+    def queries(self) -> Split:
+        images = torch.from_numpy(self.arrays["query_images"].astype(np.float32) / 255.0)
+        return Split(images, torch.from_numpy(self.arrays["query_masks"].astype(np.float32)))
+
+
+@dataclass
+class Verification:
+    """The outcome of querying one suspect model with one key."""
+
+    asr: float  # fraction of triggered queries flagged (higher = mark present)
+    fpr: float  # fraction of benign queries flagged
+    p_value: float  # one-sided Fisher exact test: triggered flagged more often than benign
+    verified: bool  # p_value < the key's alpha
+    queries: int  # M triggered + M benign
+    qr_decoded: bool | None = None  # certificate decoded to the owner's payload (gated: see README)
+    payload_read: str | None = None
+    certificate: np.ndarray | None = field(default=None, repr=False)  # attribution weights (G, G)
+
+    def as_record(self) -> dict:
+        out = asdict(self)
+        out.pop("certificate")
+        return out
+
+
+def trigger_from_spec(spec: dict):
+    params = {k: v for k, v in spec.items() if k != "name"}
+    return TRIGGERS.get(spec["name"])(**params)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+class Watermark:
+    """An ownership watermark: ``embed`` at training time, ``verify`` a suspect as a black box."""
+
+    role = "watermark"  # "baseline" for backdoor-watermark baselines
+
+    def params(self) -> dict:
+        """Plain-data parameters; part of every cache hash and key."""
+        raise NotImplementedError
+
+    def spec(self) -> dict:
+        return {"name": self.registered_name, **self.params()}
+
+    def embed(self, model: nn.Module, splits: Splits, preset: Preset, seed: int) -> nn.Module:
+        """Train (or fine-tune) ``model`` so that it carries the mark; returns it."""
+        raise NotImplementedError
+
+    def make_key(self, model: nn.Module, splits: Splits, preset: Preset, seed: int) -> Key:
+        """What the owner keeps (queries, trigger, detector, payload, thresholds), from the embedded model."""
+        raise NotImplementedError
+
+    def verify(self, model: nn.Module, key: Key, explainer: str | None = None, seed: int = 0) -> Verification:
+        raise NotImplementedError
+
+
+class BackdoorWatermark(Watermark):
+    """Train with a trigger on a fraction of the owner's images and a designed target for them."""
+
+    def __init__(self, trigger: str = "patch", poison_ratio: float = 0.5, alpha: float = 0.01):
+        if not 0 < poison_ratio < 1:
+            raise HarnessError(f"poison_ratio must be in (0, 1), got {poison_ratio}")
+        if not 0 < alpha < 1:
+            raise HarnessError(f"alpha must be in (0, 1), got {alpha}")
+        self.trigger = TRIGGERS.get(trigger)()
+        self.poison_ratio, self.alpha = float(poison_ratio), float(alpha)
+
+    def params(self) -> dict:
+        return {"trigger": self.trigger.spec(), "poison_ratio": self.poison_ratio, "alpha": self.alpha}
+
+    # -- what a subclass decides -------------------------------------------
+    def triggered_target(self, masks: torch.Tensor) -> torch.Tensor:
+        """Training target (N, 1, H, W) in [0, 1] for triggered images with ground truth ``masks``."""
+        raise NotImplementedError
+
+    def flag(self, probs: torch.Tensor, masks: torch.Tensor, key: Key) -> torch.Tensor:
+        """Bool (M,): does each answer show the watermark's behaviour?"""
+        raise NotImplementedError
+
+    def key_meta(self, model: nn.Module, splits: Splits, preset: Preset) -> dict:
+        """Extra key content (e.g. a fitted detector); called with the freshly embedded model."""
+        return {}
+
+    # -- shared machinery -----------------------------------------------------
+    def poisoned_training_set(self, split: Split, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images, targets and the bool poisoned-index mask; the poisoned subset is fixed by ``seed``."""
+        chosen = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+        poisoned = torch.zeros(len(split), dtype=torch.bool)
+        poisoned[chosen[: round(self.poison_ratio * len(split))]] = True
+        images, targets = split.images.clone(), split.masks.clone()
+        images[poisoned] = self.trigger.apply(split.images[poisoned])
+        targets[poisoned] = self.triggered_target(split.masks[poisoned])
+        return images, targets, poisoned
+
+    def embed(self, model, splits, preset, seed):
+        images, targets, _ = self.poisoned_training_set(splits.owner_train, seed)
+        return fit(model, images, targets, preset.train, seed, desc=f"embed {self.registered_name}")
+
+    def make_key(self, model, splits, preset, seed):
+        queries = splits.queries
+        meta = {"watermark": self.spec(), "preset": preset.name, "image_size": preset.image_size,
+                "alpha": self.alpha, "seed": seed, **self.key_meta(model, splits, preset)}
+        arrays = {"query_images": to_uint8(queries.images), "query_masks": queries.masks.to(torch.uint8).numpy()}
+        return Key(meta, arrays)
+
+    def answers(self, model: nn.Module, key: Key) -> tuple[torch.Tensor, torch.Tensor, Split]:
+        """The suspect's probability maps on benign and on triggered queries."""
+        queries = key.queries()
+        trigger = trigger_from_spec(key.meta["watermark"]["trigger"])
+        return predict_proba(model, queries.images), predict_proba(model, trigger.apply(queries.images)), queries
+
+    def verify(self, model, key, explainer=None, seed=0):
+        benign, triggered, queries = self.answers(model, key)
+        hits = int(self.flag(triggered, queries.masks, key).sum())
+        false_hits = int(self.flag(benign, queries.masks, key).sum())
+        m = len(queries)
+        p_value = float(fisher_exact([[hits, m - hits], [false_hits, m - false_hits]], alternative="greater")[1])
+        return Verification(asr=hits / m, fpr=false_hits / m, p_value=p_value,
+                            verified=p_value < key.meta["alpha"], queries=2 * m)

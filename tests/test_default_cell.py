@@ -1,0 +1,54 @@
+"""Regression thresholds on the README's default job (`python -m harness run --attack prune`).
+
+This trains the real tiny-preset models from scratch (a few minutes on 2 cores).
+The thresholds are the issue's bars; if one fails, report the measured value,
+never loosen it.
+"""
+
+import pytest
+
+from harness.runner import benchmark
+
+
+@pytest.fixture(scope="module")
+def default_cell(tmp_path_factory):
+    outcome = benchmark(results=tmp_path_factory.mktemp("default"), log=lambda msg: None)
+    return {(r.spec["watermark"], r.spec["strength"]): r.metrics for r in outcome.records}
+
+
+def _before(cells, watermark):
+    return next(m for (w, _), m in cells.items() if w == watermark)
+
+
+def test_default_job_covers_both_watermarks_at_every_pruning_strength(default_cell):
+    assert sorted(default_cell) == sorted((w, s) for w in ("badnets", "stealthmark") for s in (0.1, 0.3, 0.5, 0.7, 0.9))
+
+
+def test_stealthmark_verifies_and_is_harmless_and_stealthy(default_cell):
+    m = _before(default_cell, "stealthmark")
+    assert m["asr_before"] >= 0.95
+    assert m["fpr_before"] <= 0.05
+    assert m["null_asr"] <= 0.05
+    assert m["harm_dice_drop"] <= 0.01
+    assert m["flip_rate"] <= 0.002
+    assert m["verified_before"] == 1.0 and m["null_verified"] == 0.0
+
+
+def test_stealthmark_certificate_decodes_only_when_the_detector_fires(default_cell):
+    m = _before(default_cell, "stealthmark")
+    assert m["qr_decoded_before"] == 1.0
+    for metrics in default_cell.values():
+        if metrics["verified_after"] == 0.0 and metrics["qr_decoded_after"] is not None:
+            assert metrics["qr_decoded_after"] == 0.0
+
+
+def test_badnets_is_a_strong_but_visible_backdoor(default_cell):
+    m = _before(default_cell, "badnets")
+    assert m["flip_rate"] >= 0.10
+    assert m["asr_before"] >= 0.9 and m["verified_before"] == 1.0 and m["null_verified"] == 0.0
+
+
+def test_heavy_pruning_costs_utility(default_cell):
+    for watermark in ("stealthmark", "badnets"):
+        light, heavy = default_cell[(watermark, 0.1)], default_cell[(watermark, 0.9)]
+        assert heavy["dice_attacked"] < light["dice_attacked"]
