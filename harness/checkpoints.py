@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -20,15 +21,27 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
+def _unpickler_reason(exc: BaseException) -> str:
+    text = str(exc)
+    start = text.find("WeightsUnpickler error:")
+    reason = text[start + len("WeightsUnpickler error:"):] if start >= 0 else text
+    return " ".join(reason.split())[:160]
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing; one line is ours
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise HarnessError(f"checkpoint {path} refused: it holds more than weights and nothing in it was run "
-                           f"(weights_only=True: {_first_line(exc)})") from None
+        reason = _unpickler_reason(exc)
+        if "Unsupported global" in reason:
+            raise HarnessError(f"checkpoint {path} refused: it references code or objects beyond weights, "
+                               f"and nothing in it was run ({reason})") from None
+        raise HarnessError(f"checkpoint {path} is corrupt or not a PyTorch file ({reason})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
         raise HarnessError(f"checkpoint {path} is corrupt or not a PyTorch file: {_first_line(exc)}") from None
     for wrapper in _WRAPPER_KEYS:

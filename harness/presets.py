@@ -1,8 +1,9 @@
 """Named run sizes. Every number here was chosen by measurement, not by guess.
 
-``tiny`` is the laptop default: 48x48 images, a 0.5M-parameter UNet and about
-400 Adam steps per model, which is the smallest budget at which a StealthMark
-background floor was learned on CPU in our measurements (README, "Presets").
+``tiny`` is the laptop default: 48x48 images, a 0.5M-parameter UNet and 665
+Adam steps per model (35 epochs of 300 images, cosine-decayed from 3e-3). At
+20 epochs the clean model reached Dice 0.71 and at 35 0.77 on the synthetic
+polyps; StealthMark's 0.2 floor was learned at both (README, "Measurements").
 ``paper`` follows the paper: 256x256 and the paper's training length; it needs
 a GPU. ``smoke`` only checks that the pipeline runs.
 """
@@ -50,7 +51,7 @@ class Preset:
 
 PRESETS = {
     "tiny": Preset("tiny", image_size=48, owner_train=300, owner_verify=120, attacker=100, test=100,
-                   train=TrainConfig(epochs=20, batch_size=16, lr=2e-3)),
+                   train=TrainConfig(epochs=35, batch_size=16, lr=3e-3)),
     # Seconds, not minutes: exercises every code path; the numbers mean nothing.
     "smoke": Preset("smoke", image_size=32, owner_train=32, owner_verify=24, attacker=8, test=8,
                     train=TrainConfig(epochs=1, batch_size=16, lr=2e-3), explain_samples=64),

@@ -11,6 +11,8 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import torch
+
 from harness.cache import atomic_write_bytes
 
 HARNESS_VERSION = "0.1.0"
@@ -20,7 +22,9 @@ RUNS_DIR = "runs"
 @lru_cache(maxsize=1)
 def versions() -> dict:
     """Versions that decide the numbers, recorded in every record."""
-    out = {"python": platform.python_version(), "harness": HARNESS_VERSION, "platform": platform.platform()}
+    # The thread count changes float reduction order, hence the last digits of trained weights.
+    out = {"python": platform.python_version(), "harness": HARNESS_VERSION, "platform": platform.platform(),
+           "torch_threads": torch.get_num_threads()}
     for package in ("torch", "monai", "numpy", "scikit-learn", "lime", "torch-pruning"):
         try:
             out[package] = version(package)

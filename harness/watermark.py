@@ -123,7 +123,10 @@ class Watermark:
         """What the owner keeps (queries, trigger, detector, payload, thresholds), from the embedded model."""
         raise NotImplementedError
 
-    def verify(self, model: nn.Module, key: Key, explainer: str | None = None, seed: int = 0) -> Verification:
+    def verify(self, model: nn.Module, key: Key, explainer: str | None = None, seed: int = 0,
+               certify: bool = True) -> Verification:
+        """Query ``model`` as a black box with the key's queries. ``certify``: also run the
+        certificate step (attribution), where the watermark has one; it costs forward passes."""
         raise NotImplementedError
 
 
@@ -155,11 +158,16 @@ class BackdoorWatermark(Watermark):
         return {}
 
     # -- shared machinery -----------------------------------------------------
+    def poisoned_indices(self, count: int, seed: int) -> torch.Tensor:
+        """Bool (count,): which training images carry the trigger; fixed by ``seed``."""
+        chosen = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+        poisoned = torch.zeros(count, dtype=torch.bool)
+        poisoned[chosen[: round(self.poison_ratio * count)]] = True
+        return poisoned
+
     def poisoned_training_set(self, split: Split, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Images, targets and the bool poisoned-index mask; the poisoned subset is fixed by ``seed``."""
-        chosen = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
-        poisoned = torch.zeros(len(split), dtype=torch.bool)
-        poisoned[chosen[: round(self.poison_ratio * len(split))]] = True
+        """Images, targets and the bool poisoned-index mask (poisoned images replace benign ones)."""
+        poisoned = self.poisoned_indices(len(split), seed)
         images, targets = split.images.clone(), split.masks.clone()
         images[poisoned] = self.trigger.apply(split.images[poisoned])
         targets[poisoned] = self.triggered_target(split.masks[poisoned])
@@ -182,7 +190,7 @@ class BackdoorWatermark(Watermark):
         trigger = trigger_from_spec(key.meta["watermark"]["trigger"])
         return predict_proba(model, queries.images), predict_proba(model, trigger.apply(queries.images)), queries
 
-    def verify(self, model, key, explainer=None, seed=0):
+    def verify(self, model, key, explainer=None, seed=0, certify=True):
         benign, triggered, queries = self.answers(model, key)
         hits = int(self.flag(triggered, queries.masks, key).sum())
         false_hits = int(self.flag(benign, queries.masks, key).sum())
