@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--preset", default="tiny")
     run.add_argument("--explainer", default="lime", help="attribution method for the QR certificate")
+    run.add_argument("--trigger", default=None,
+                     help="trigger family for every watermark, e.g. text (default: each watermark's own, patch)")
     run.add_argument("--dice-budget", type=float, default=0.05,
                      help="max Dice drop for an attack to count as a removal (default 0.05 = 5 points)")
     run.add_argument("--results", default="results", help="results directory (default: ./results)")
@@ -79,6 +81,7 @@ def cmd_run(args) -> int:
     tic = time.perf_counter()
     outcome = benchmark(watermarks=args.watermark, model=args.model, dataset=args.dataset, attack=args.attack,
                         strengths=args.strength, seed=args.seed, preset=args.preset, explainer=args.explainer,
+                        trigger=args.trigger,
                         results=args.results, dice_budget=args.dice_budget, force=args.force,
                         log=lambda msg: print(msg, file=sys.stderr))
     print_summary(outcome.records)

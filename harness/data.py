@@ -59,7 +59,7 @@ def make_splits(dataset_name: str, preset: Preset, seed: int) -> Splits:
     dataset = DATASETS.get(dataset_name)(image_size=preset.image_size)
     sizes = [preset.owner_train, preset.owner_verify, preset.attacker, preset.test]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
-    return Splits(*(_draw(dataset, s, n, seed) for s, n in zip(starts, sizes)))
+    return Splits(*(_draw(dataset, s, n, seed) for s, n in zip(starts, sizes, strict=True)))
 
 
 def null_training_set(dataset_name: str, preset: Preset, seed: int, null_index: int) -> Split:

@@ -21,6 +21,7 @@ UP, DOWN, NEUTRAL = "higher", "lower", "-"
 COLUMNS: list[tuple[str, str, str]] = [
     ("watermark", NEUTRAL, "Watermark or baseline under test (`harness list`)."),
     ("role", NEUTRAL, "`watermark` (method under test) or `baseline` (backdoor-watermark baseline)."),
+    ("trigger", NEUTRAL, "Trigger family the mark was embedded with (`patch`: yellow square bottom-right; `text`: the paper's white \"TEST\" top-left)."),
     ("model", NEUTRAL, "Registered segmentation architecture."),
     ("dataset", NEUTRAL, "Registered dataset."),
     ("preset", NEUTRAL, "Run size (`tiny` on CPU, `paper` on GPU)."),
@@ -77,7 +78,7 @@ def rows(results_dir: str | Path) -> list[dict]:
             continue
         row = {**record.spec, **record.metrics, "run_id": record.run_id}
         out.append({name: row.get(name) for name in COLUMN_NAMES})
-    order = ("role", "watermark", "model", "dataset", "preset", "attack", "strength", "seed", "explainer")
+    order = ("role", "watermark", "trigger", "model", "dataset", "preset", "attack", "strength", "seed", "explainer")
     return sorted(out, key=lambda r: tuple(str(r[k]) if k != "strength" else float(r[k]) for k in order))
 
 

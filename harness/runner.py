@@ -16,9 +16,8 @@ Every name and number is validated before anything is trained or written.
 
 from __future__ import annotations
 
-import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from harness.errors import HarnessError
 from harness.leaderboard import write_leaderboard
 from harness.presets import Preset, get_preset
 from harness.records import HARNESS_VERSION, RunRecord
-from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, find_watermark
+from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, TRIGGERS, find_watermark
 from harness.segmenter import build_model, predict_proba
 from harness.training import fit, seed_everything
 from harness.watermark import Key, Verification
@@ -52,6 +51,7 @@ class CellSpec:
     seed: int
     preset: str
     explainer: str
+    trigger: str  # the trigger family the watermark was embedded with
 
     @property
     def run_id(self) -> str:
@@ -81,9 +81,11 @@ def verification_metrics(result: Verification, suffix: str) -> dict:
             f"qr_decoded_{suffix}": None if result.qr_decoded is None else float(result.qr_decoded)}
 
 
-def validate(watermarks, model, dataset, attack, strengths, preset, explainer):
+def validate(watermarks, model, dataset, attack, strengths, preset, explainer, trigger):
     """Resolve every name and range up front, so bad input fails before any work or file."""
     wm_classes = [find_watermark(name) for name in watermarks]
+    if trigger is not None:
+        TRIGGERS.get(trigger)
     MODELS.get(model)
     DATASETS.get(dataset)
     EXPLAINERS.get(explainer)
@@ -124,6 +126,7 @@ def benchmark(
     seed: int = 0,
     preset: str = "tiny",
     explainer: str = "lime",
+    trigger: str | None = None,
     results: str | Path = "results",
     dice_budget: float = DEFAULT_DICE_BUDGET,
     force: bool = False,
@@ -131,12 +134,13 @@ def benchmark(
 ) -> Outcome:
     """Embed each watermark, attack it at each strength, verify before/after against a null model.
 
+    ``trigger`` overrides every watermark's default trigger family (e.g. "text").
     Cells whose record already exists (same spec, same harness version) are not
     recomputed unless ``force``. Returns the records of every requested cell.
     """
     watermarks = tuple(watermarks)
     wm_classes, attack_obj, strengths, preset_obj = validate(watermarks, model, dataset, attack, strengths,
-                                                             preset, explainer)
+                                                             preset, explainer, trigger)
     if not 0 <= dice_budget <= 1:
         raise HarnessError(f"dice budget must be in [0, 1], got {dice_budget}")
     results = Path(results)
@@ -157,9 +161,12 @@ def benchmark(
             shared["null"] = train_clean(cache, model, dataset, preset_obj, null_seed, null_split, "null")
         return shared
 
-    for name, wm_class in zip(watermarks, wm_classes):
-        cells = [CellSpec(name, model, dataset, attack, s, seed, preset, explainer) for s in strengths]
-        key_path = results / "keys" / f"{name}-{model}-{dataset}-{preset}-seed{seed}.npz"
+    for name, wm_class in zip(watermarks, wm_classes, strict=True):
+        wm = wm_class() if trigger is None else wm_class(trigger=trigger)
+        trigger_name = wm.trigger.registered_name
+        cells = [CellSpec(name, model, dataset, attack, s, seed, preset, explainer, trigger_name) for s in strengths]
+        stem = f"{name}-{trigger_name}-{model}-{dataset}-{preset}-seed{seed}"
+        key_path = results / "keys" / f"{stem}.npz"
         done = {} if force else _finished(results, cells)
         if len(done) == len(cells) and key_path.is_file():
             records += [done[c.run_id] for c in cells]
@@ -170,7 +177,6 @@ def benchmark(
         started = time.time()
         art = shared_artifacts()
         splits, clean, null = art["splits"], art["clean"], art["null"]
-        wm = wm_class()
         wm_spec = {"kind": "watermarked", "watermark": wm.spec(), "model": model, "dataset": dataset,
                    "preset": preset_obj.as_dict(), "seed": seed}
         seed_everything(seed)
@@ -178,7 +184,7 @@ def benchmark(
                                 lambda m: wm.embed(m, splits, preset_obj, seed))
         key = cache.key(wm_spec, lambda: wm.make_key(marked, splits, preset_obj, seed))
         keys[name] = key.save(key_path)
-        checkpoints[name] = export_checkpoint(marked, results / "checkpoints" / f"{name}-{model}-{preset}-seed{seed}.pt")
+        checkpoints[name] = export_checkpoint(marked, results / "checkpoints" / f"{stem}.pt")
         checkpoints["null"] = export_checkpoint(null, results / "checkpoints" / f"null-{model}-{preset}-seed{seed + NULL_SEED_OFFSET}.pt")
 
         before = _scores_before(wm, marked, clean, null, key, splits, preset_obj, explainer, seed)

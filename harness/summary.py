@@ -24,7 +24,8 @@ def print_summary(records: list[RunRecord], console: Console | None = None) -> N
     console = console or Console(width=160)
     by_watermark: dict[str, list[RunRecord]] = {}
     for record in records:
-        by_watermark.setdefault(record.spec["watermark"], []).append(record)
+        label = f"{record.spec['watermark']} ({record.spec.get('trigger', '?')})"
+        by_watermark.setdefault(label, []).append(record)
 
     before = Table(title="Before the attack (test split; verification: M triggered + M benign queries)")
     for column in ("watermark", "role", "dice clean", "dice marked", "harm", "flip rate", "flip clean",

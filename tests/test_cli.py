@@ -34,6 +34,7 @@ def assert_one_line_error(code, err, *fragments):
     ("--dataset", "synthetic-polip", "did you mean 'synthetic-polyp'"),
     ("--explainer", "lmie", "did you mean 'lime'"),
     ("--preset", "tinny", "did you mean 'tiny'"),
+    ("--trigger", "txt", "did you mean 'text'"),
     ("--strength", "0.5,1.5", "out of range"),
     ("--strength", "-0.1", "out of range"),
     ("--strength", "half", "comma-separated numbers"),
