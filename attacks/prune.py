@@ -16,8 +16,9 @@ class GlobalL1Prune(Attack):
     strength_name = "fraction of weights zeroed"
     strength_range = (0.0, 1.0)
     default_strengths = (0.1, 0.3, 0.5, 0.7, 0.9)
+    presets = {"l1_10": 0.1, "l1_30": 0.3, "l1_50": 0.5, "l1_70": 0.7, "l1_90": 0.9}
 
-    def apply(self, model, attacker_data, strength, seed):
+    def apply(self, model, kit, strength, seed):
         pruned = copy.deepcopy(model)
         layers = weight_layers(pruned)
         prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=float(strength))

@@ -18,12 +18,13 @@ class ChannelPrune(Attack):
     strength_name = "fraction of channels removed per layer"
     strength_range = (0.0, 0.9)
     default_strengths = (0.1, 0.3, 0.5, 0.7, 0.9)
+    presets = {"l1_10": 0.1, "l1_30": 0.3, "l1_50": 0.5, "l1_70": 0.7, "l1_90": 0.9}
 
-    def apply(self, model, attacker_data, strength, seed):
+    def apply(self, model, kit, strength, seed):
         pruned = copy.deepcopy(model).eval()
         if strength == 0:
             return pruned
-        example = attacker_data.images[:1]
+        example = kit.data.images[:1]
         # Layers that produce the logit channels must keep them: the output shape is the contract.
         with torch.no_grad():
             out_channels = pruned(example).shape[1]

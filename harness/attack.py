@@ -1,18 +1,37 @@
 """What a removal attack is: a configured map from a model to a new model.
 
-An attack is created with its parameters and applied to a model at a
-strength; it may use the attacker's data only (never the owner's), and it
-must not modify the model it is given: the owner's copy stays bit-identical.
-Input-transform attacks return the model wrapped with their preprocessing,
-so every attack is model -> model.
+An attack is created with its parameters (``Attack(**params)``) and applied
+to a model at a strength. It may use the thief's kit only: their own images
+(never the owner's), the architecture name and the run's training recipe.
+It must not modify the model it is given: the owner's copy stays
+bit-identical. Input-transform attacks return the model wrapped with their
+preprocessing, so every attack is model -> model.
+
+Named presets give memorable cells: ``--attack prune.l1_50`` is ``prune`` at
+strength 0.5.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
+import torch
 from torch import nn
 
 from harness.data import Split
 from harness.errors import HarnessError
+from harness.presets import Preset, TrainConfig
+from harness.training import fit
+
+
+@dataclass
+class AttackerKit:
+    """What the thief has besides the stolen model."""
+
+    data: Split  # the attacker's own images and masks; disjoint from the owner's
+    model_name: str  # registered architecture of the stolen model
+    preset: Preset  # the run's size and training recipe
 
 
 class Attack:
@@ -20,9 +39,14 @@ class Attack:
     strength_name: str = "strength"
     strength_range: tuple[float, float] = (0.0, 1.0)  # inclusive bounds
     default_strengths: tuple[float, ...] = ()
+    presets: dict[str, float] = {}  # name -> strength, used as "<attack>.<preset>"
 
-    def apply(self, model: nn.Module, attacker_data: Split, strength: float, seed: int) -> nn.Module:
+    def apply(self, model: nn.Module, kit: AttackerKit, strength: float, seed: int) -> nn.Module:
         raise NotImplementedError
+
+    def report(self, attacked: nn.Module, kit: AttackerKit, seed: int) -> dict[str, float | None]:
+        """Extra metrics about the attack itself (e.g. whether a thief's own mark verifies)."""
+        return {}
 
     def params(self) -> dict:
         return {}
@@ -40,3 +64,29 @@ def weight_layers(model: nn.Module) -> list[tuple[nn.Module, str]]:
     """(module, "weight") for every convolution and linear layer: what pruning targets."""
     kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     return [(m, "weight") for m in model.modules() if isinstance(m, kinds)]
+
+
+def output_layer(model: nn.Module) -> nn.Module:
+    """The last convolution/linear layer in registration order: the one producing the logits."""
+    layers = [m for m, _ in weight_layers(model)]
+    if not layers:
+        raise HarnessError("the model has no convolution or linear layer to attack")
+    return layers[-1]
+
+
+def attacker_subset(kit: AttackerKit, fraction: float, seed: int) -> Split:
+    """A seeded ``fraction`` of the attacker's images (at least one)."""
+    if not 0 < fraction <= 1:
+        raise HarnessError(f"attacker data fraction must be in (0, 1], got {fraction}")
+    count = max(1, round(fraction * len(kit.data)))
+    order = torch.randperm(len(kit.data), generator=torch.Generator().manual_seed(seed))[:count]
+    return Split(kit.data.images[order], kit.data.masks[order])
+
+
+def fine_tune(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, kit: AttackerKit, epochs: int,
+              lr: float, seed: int, parameters=None, desc: str = "attack") -> nn.Module:
+    """Train a deep copy of ``model`` with the run's batch size; the original is untouched."""
+    tuned = copy.deepcopy(model)
+    config = TrainConfig(epochs=int(epochs), batch_size=kit.preset.train.batch_size, lr=lr)
+    chosen = None if parameters is None else parameters(tuned)
+    return fit(tuned, images, targets, config, seed, desc=desc, parameters=chosen)

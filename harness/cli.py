@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="watermarks and/or baselines, comma-separated (default: stealthmark,badnets)")
     run.add_argument("--model", default="basic-unet")
     run.add_argument("--dataset", default="synthetic-polyp")
-    run.add_argument("--attack", default="prune")
+    run.add_argument("--attack", default="prune",
+                     help="an attack, NAME.PRESET (e.g. prune.l1_50), a comma-separated list, or all")
     run.add_argument("--strength", type=_floats, default=None,
                      help="comma-separated strengths (default: the attack's own sweep)")
     run.add_argument("--seed", type=int, default=0)

@@ -25,7 +25,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("model", NEUTRAL, "Registered segmentation architecture."),
     ("dataset", NEUTRAL, "Registered dataset."),
     ("preset", NEUTRAL, "Run size (`tiny` on CPU, `paper` on GPU)."),
-    ("attack", NEUTRAL, "Removal attack applied to the watermarked model."),
+    ("attack", NEUTRAL, "Removal attack applied to the watermarked model (`harness list attacks`)."),
+    ("attack_family", NEUTRAL, "The attack's family: pruning, fine-tuning, distillation, quantization, noise, input-transform, overwriting."),
     ("strength", NEUTRAL, "Attack strength, in the attack's own unit (e.g. fraction of weights pruned)."),
     ("seed", NEUTRAL, "Seed of data, initialisation, poisoning and explainer; the null model uses seed+1."),
     ("explainer", NEUTRAL, "Attribution method used for the QR certificate."),
@@ -34,8 +35,14 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("dice_attacked", UP, "Mean per-image Dice of the attacked model on the test split."),
     ("harm_dice_drop", DOWN, "dice_clean - dice_watermarked: the utility cost of embedding."),
     ("attack_dice_drop", NEUTRAL, "dice_watermarked - dice_attacked: the utility cost the thief paid (judged against the budget)."),
-    ("auc_watermarked", UP, "Mean per-image pixel AUROC of the watermarked model (images without both classes are skipped)."),
-    ("hd95_watermarked", DOWN, "Mean per-image 95th-percentile Hausdorff distance (pixels) of the watermarked model; an empty prediction scores the image diagonal."),
+    ("iou_clean", UP, "Mean per-image IoU of the clean reference model."),
+    ("iou_watermarked", UP, "Mean per-image IoU of the watermarked model."),
+    ("auc_clean", UP, "Mean per-image pixel AUROC of the clean reference model (images without both classes are skipped)."),
+    ("auc_watermarked", UP, "Mean per-image pixel AUROC of the watermarked model."),
+    ("harm_auc_drop", DOWN, "auc_clean - auc_watermarked: the AUC cost of embedding."),
+    ("auc_attacked", UP, "Mean per-image pixel AUROC of the attacked model."),
+    ("hd95_clean", DOWN, "Mean per-image 95th-percentile Hausdorff distance (pixels) of the clean reference model; an empty prediction scores the image diagonal."),
+    ("hd95_watermarked", DOWN, "The same for the watermarked model."),
     ("flip_rate", DOWN, "Output stealth: share of pixels outside the trigger's footprint whose thresholded mask (p > 0.5) changes when the trigger is added, for the watermarked model, averaged per test image."),
     ("flip_rate_clean", NEUTRAL, "The same for the clean reference model: what the trigger alone does to a model without the mark."),
     ("trigger_psnr", UP, "Input stealth: mean PSNR (dB) between triggered and benign test images."),
@@ -57,10 +64,17 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("null_asr_after", DOWN, "asr of the null model after the same attack: does the attack alone create false accusations?"),
     ("removed", NEUTRAL, "1 if the attack removed the mark: verified_after is 0 while attack_dice_drop <= the Dice budget (default 0.05)."),
     ("attack_seconds", DOWN, "Wall-clock seconds the attack took (the thief's cost)."),
+    ("thief_asr", NEUTRAL, "Overwriting only: ASR of the thief's own mark (their trigger, detector and queries) on the model they ship."),
+    ("thief_verified", NEUTRAL, "Overwriting only: 1 if the thief's own mark verifies (p < alpha); with the owner's mark also verified, both can claim the model."),
     ("run_id", NEUTRAL, "Hash of the cell spec; the record is results/runs/<run_id>.json."),
 ]
 COLUMN_NAMES = [name for name, _, _ in COLUMNS]
 LEADERBOARD_FILE = "leaderboard.csv"
+WORST_CASE_FILE = "worst_case.csv"
+# One worst case per mark: everything that identifies the watermarked model.
+MARK_FIELDS = ("watermark", "role", "trigger", "model", "dataset", "preset", "seed", "explainer")
+WORST_CASE_COLUMNS = [*MARK_FIELDS, "attacks_tried", "worst_attack", "worst_strength", "attack_dice_drop",
+                      "asr_after", "p_value_after"]
 
 
 def _cell(value) -> str:
@@ -82,15 +96,41 @@ def rows(results_dir: str | Path) -> list[dict]:
     return sorted(out, key=lambda r: tuple(str(r[k]) if k != "strength" else float(r[k]) for k in order))
 
 
-def write_leaderboard(results_dir: str | Path) -> tuple[Path, int]:
-    """Rebuild ``results_dir/leaderboard.csv`` from the records; returns (path, number of rows)."""
-    table = rows(results_dir)
+def worst_cases(table: list[dict]) -> list[dict]:
+    """Per mark, the attack that removes it at the smallest Dice cost (WRT's payoff rule), or "none".
+
+    Only removals count, i.e. cells where verification failed within the Dice budget.
+    """
+    marks: dict[tuple, list[dict]] = {}
+    for row in table:
+        marks.setdefault(tuple(row[f] for f in MARK_FIELDS), []).append(row)
+    out = []
+    for mark, cells in marks.items():
+        removals = [c for c in cells if c["removed"] == 1.0]
+        best = min(removals, key=lambda c: (c["attack_dice_drop"], c["attack"], c["strength"])) if removals else None
+        out.append({**dict(zip(MARK_FIELDS, mark)), "attacks_tried": len(cells),
+                    "worst_attack": best["attack"] if best else "none",
+                    "worst_strength": best["strength"] if best else None,
+                    "attack_dice_drop": best["attack_dice_drop"] if best else None,
+                    "asr_after": best["asr_after"] if best else None,
+                    "p_value_after": best["p_value_after"] if best else None})
+    return out
+
+
+def _write_csv(path: Path, columns: list[str], table: list[dict]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMN_NAMES, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: _cell(v) for k, v in row.items()} for row in table)
-    path = Path(results_dir) / LEADERBOARD_FILE
+    writer.writerows({k: _cell(row.get(k)) for k in columns} for row in table)
     atomic_write_bytes(path, lambda h: h.write(buffer.getvalue().encode()))
+
+
+def write_leaderboard(results_dir: str | Path) -> tuple[Path, int]:
+    """Rebuild ``leaderboard.csv`` and ``worst_case.csv`` from the records; returns (path, number of rows)."""
+    table = rows(results_dir)
+    path = Path(results_dir) / LEADERBOARD_FILE
+    _write_csv(path, COLUMN_NAMES, table)
+    _write_csv(Path(results_dir) / WORST_CASE_FILE, WORST_CASE_COLUMNS, worst_cases(table))
     return path, len(table)
 
 

@@ -33,6 +33,7 @@ from harness.presets import Preset, get_preset
 from harness.records import HARNESS_VERSION, RunRecord
 from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, TRIGGERS, find_watermark
 from harness.segmenter import build_model, predict_proba
+from harness.attack import AttackerKit
 from harness.training import fit, seed_everything
 from harness.watermark import Key, Verification
 
@@ -81,6 +82,35 @@ def verification_metrics(result: Verification, suffix: str) -> dict:
             f"qr_decoded_{suffix}": None if result.qr_decoded is None else float(result.qr_decoded)}
 
 
+def resolve_attacks(attack: str, strengths) -> list[tuple[object, tuple[float, ...]]]:
+    """``attack`` is a name, ``name.preset``, a comma-separated list of those, or ``all``.
+
+    Returns (configured attack, strengths) pairs. Explicit ``strengths`` apply to
+    plain names only: presets and ``all`` carry their own.
+    """
+    names = ATTACKS.names() if attack == "all" else [a.strip() for a in attack.split(",") if a.strip()]
+    if not names:
+        raise HarnessError("no attack given")
+    if strengths and (attack == "all" or any("." in n for n in names)):
+        raise HarnessError("--strength cannot be combined with --attack all or a named preset: "
+                           "each attack has its own unit and sweep")
+    resolved = []
+    for name in names:
+        base, _, preset = name.partition(".")
+        attack_obj = ATTACKS.get(base)()
+        if preset:
+            if preset not in attack_obj.presets:
+                valid = ", ".join(f"{base}.{p}" for p in attack_obj.presets) or "(none)"
+                raise HarnessError(f"unknown preset {name!r}; presets of {base!r}: {valid}")
+            chosen = (attack_obj.presets[preset],)
+        else:
+            chosen = tuple(strengths or attack_obj.default_strengths)
+        if not chosen:
+            raise HarnessError(f"attack {base!r} has no default strengths; pass --strength")
+        resolved.append((attack_obj, tuple(attack_obj.check_strength(x) for x in chosen)))
+    return resolved
+
+
 def validate(watermarks, model, dataset, attack, strengths, preset, explainer, trigger):
     """Resolve every name and range up front, so bad input fails before any work or file."""
     wm_classes = [find_watermark(name) for name in watermarks]
@@ -89,13 +119,10 @@ def validate(watermarks, model, dataset, attack, strengths, preset, explainer, t
     MODELS.get(model)
     DATASETS.get(dataset)
     EXPLAINERS.get(explainer)
-    attack_obj = ATTACKS.get(attack)()
-    strengths = tuple(attack_obj.check_strength(s) for s in (strengths or attack_obj.default_strengths))
-    if not strengths:
-        raise HarnessError(f"attack {attack!r} has no default strengths; pass --strength")
+    attacks = resolve_attacks(attack, strengths)
     if len(set(watermarks)) != len(watermarks):
         raise HarnessError(f"watermark listed twice: {', '.join(watermarks)}")
-    return wm_classes, attack_obj, strengths, get_preset(preset)
+    return wm_classes, attacks, get_preset(preset)
 
 
 def train_clean(cache: ArtifactCache, model_name: str, dataset: str, preset: Preset, seed: int,
@@ -139,8 +166,8 @@ def benchmark(
     recomputed unless ``force``. Returns the records of every requested cell.
     """
     watermarks = tuple(watermarks)
-    wm_classes, attack_obj, strengths, preset_obj = validate(watermarks, model, dataset, attack, strengths,
-                                                             preset, explainer, trigger)
+    wm_classes, attacks, preset_obj = validate(watermarks, model, dataset, attack, strengths,
+                                               preset, explainer, trigger)
     if not 0 <= dice_budget <= 1:
         raise HarnessError(f"dice budget must be in [0, 1], got {dice_budget}")
     results = Path(results)
@@ -150,6 +177,7 @@ def benchmark(
     keys: dict[str, Path] = {}
     checkpoints: dict[str, Path] = {}
     shared = {}  # data and clean/null models, built only if some cell needs them
+    attacked_nulls = {}  # (attack, strength) -> the attacked null model, shared by every watermark
 
     def shared_artifacts():
         if not shared:
@@ -164,7 +192,9 @@ def benchmark(
     for name, wm_class in zip(watermarks, wm_classes, strict=True):
         wm = wm_class() if trigger is None else wm_class(trigger=trigger)
         trigger_name = wm.trigger.registered_name
-        cells = [CellSpec(name, model, dataset, attack, s, seed, preset, explainer, trigger_name) for s in strengths]
+        plan = [(attack_obj, CellSpec(name, model, dataset, attack_obj.registered_name, s, seed, preset, explainer,
+                                      trigger_name)) for attack_obj, sweep in attacks for s in sweep]
+        cells = [cell for _, cell in plan]
         stem = f"{name}-{trigger_name}-{model}-{dataset}-{preset}-seed{seed}"
         key_path = results / "keys" / f"{stem}.npz"
         done = {} if force else _finished(results, cells)
@@ -188,24 +218,30 @@ def benchmark(
         checkpoints["null"] = export_checkpoint(null, results / "checkpoints" / f"null-{model}-{preset}-seed{seed + NULL_SEED_OFFSET}.pt")
 
         before = _scores_before(wm, marked, clean, null, key, splits, preset_obj, explainer, seed)
-        for cell in tqdm(cells, desc=f"{name} x {attack}", unit="cell", leave=False, dynamic_ncols=True):
+        kit = AttackerKit(splits.attacker, model, preset_obj)
+        for attack_obj, cell in tqdm(plan, desc=f"{name} x {attack}", unit="cell", leave=False, dynamic_ncols=True):
             if cell.run_id in done:
                 records.append(done[cell.run_id])
                 continue
             cell_start = datetime.now(timezone.utc).isoformat(timespec="seconds")
             metrics = dict(before)
             tic = time.perf_counter()
-            attacked = attack_obj.apply(marked, splits.attacker, cell.strength, seed)
+            attacked = attack_obj.apply(marked, kit, cell.strength, seed)
             metrics["attack_seconds"] = time.perf_counter() - tic
+            metrics.update(attack_obj.report(attacked, kit, seed))
             after, _ = utility(attacked, splits.test, preset_obj.eval_batch_size)
             metrics["dice_attacked"] = after["dice"]
+            metrics["auc_attacked"] = after["auc"]
             metrics["attack_dice_drop"] = metrics["dice_watermarked"] - after["dice"]
             result = wm.verify(attacked, key, explainer=explainer, seed=seed)
             metrics.update(verification_metrics(result, "after"))
-            attacked_null = attack_obj.apply(null, splits.attacker, cell.strength, seed)
+            null_cell = (cell.attack, cell.strength)
+            if null_cell not in attacked_nulls:
+                attacked_nulls[null_cell] = attack_obj.apply(null, kit, cell.strength, seed)
+            attacked_null = attacked_nulls[null_cell]
             metrics["null_asr_after"] = wm.verify(attacked_null, key, certify=False).asr
             metrics["removed"] = float(not result.verified and metrics["attack_dice_drop"] <= dice_budget)
-            spec = {**asdict(cell), "role": wm.role}
+            spec = {**asdict(cell), "role": wm.role, "attack_family": attack_obj.family}
             record = RunRecord(cell.run_id, spec, metrics, started=cell_start,
                                duration_s=time.time() - started)
             record.write(results)
@@ -232,7 +268,10 @@ def _scores_before(wm, marked, clean, null, key: Key, splits, preset: Preset, ex
     metrics = {
         "dice_clean": clean_util["dice"], "dice_watermarked": marked_util["dice"],
         "harm_dice_drop": clean_util["dice"] - marked_util["dice"],
-        "auc_watermarked": marked_util["auc"], "hd95_watermarked": marked_util["hd95"],
+        "iou_clean": clean_util["iou"], "iou_watermarked": marked_util["iou"],
+        "auc_clean": clean_util["auc"], "auc_watermarked": marked_util["auc"],
+        "harm_auc_drop": clean_util["auc"] - marked_util["auc"],
+        "hd95_clean": clean_util["hd95"], "hd95_watermarked": marked_util["hd95"],
         "flip_rate": scoring.summarize(scoring.flip_rate(
             marked_probs, predict_proba(marked, triggered_images, batch), exclude=footprint)),
         "flip_rate_clean": scoring.summarize(scoring.flip_rate(

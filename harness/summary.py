@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from harness.leaderboard import worst_cases
 from harness.records import RunRecord
 
 
@@ -28,13 +29,13 @@ def print_summary(records: list[RunRecord], console: Console | None = None) -> N
         by_watermark.setdefault(label, []).append(record)
 
     before = Table(title="Before the attack (test split; verification: M triggered + M benign queries)")
-    for column in ("watermark", "role", "dice clean", "dice marked", "harm", "flip rate", "flip clean",
+    for column in ("watermark", "role", "dice clean", "dice marked", "harm", "AUC harm", "flip rate", "flip clean",
                    "trigger PSNR", "ASR", "FPR", "p", "QR", "null ASR", "null p"):
         before.add_column(column, justify="left" if column in ("watermark", "role") else "right")
     for name, rows in by_watermark.items():
         m = rows[0].metrics
         before.add_row(name, rows[0].spec["role"], _fmt(m["dice_clean"]), _fmt(m["dice_watermarked"]),
-                       _fmt(m["harm_dice_drop"], 4), _fmt(m["flip_rate"], 4), _fmt(m["flip_rate_clean"], 4),
+                       _fmt(m["harm_dice_drop"], 4), _fmt(m.get("harm_auc_drop"), 4), _fmt(m["flip_rate"], 4), _fmt(m["flip_rate_clean"], 4),
                        _fmt(m["trigger_psnr"], 1), _fmt(m["asr_before"], 2), _fmt(m["fpr_before"], 2),
                        _fmt(m["p_value_before"]), _yes(m["qr_decoded_before"]), _fmt(m["null_asr"], 2),
                        _fmt(m["null_p_value"]))
@@ -45,7 +46,7 @@ def print_summary(records: list[RunRecord], console: Console | None = None) -> N
                    "QR", "null ASR", "removed", "seconds"):
         after.add_column(column, justify="left" if column in ("watermark", "attack") else "right")
     for name, rows in by_watermark.items():
-        for record in sorted(rows, key=lambda r: r.spec["strength"]):
+        for record in sorted(rows, key=lambda r: (r.spec["attack"], r.spec["strength"])):
             m = record.metrics
             after.add_row(name, record.spec["attack"], f"{record.spec['strength']:g}", _fmt(m["dice_attacked"]),
                           _fmt(m["attack_dice_drop"]), _fmt(m["asr_after"], 2), _fmt(m["fpr_after"], 2),
@@ -53,3 +54,13 @@ def print_summary(records: list[RunRecord], console: Console | None = None) -> N
                           _fmt(m["null_asr_after"], 2), "[bold red]yes[/]" if m["removed"] else "no",
                           _fmt(m["attack_seconds"], 2))
     console.print(after)
+
+    table = [{**r.spec, **r.metrics} for r in records]
+    worst = Table(title="Worst case within the Dice budget (the removal with the smallest Dice cost)")
+    for column in ("watermark", "attacks tried", "worst attack", "strength", "dice drop"):
+        worst.add_column(column)
+    for row in worst_cases(table):
+        worst.add_row(f"{row['watermark']} ({row['trigger']})", str(row["attacks_tried"]), row["worst_attack"],
+                      "-" if row["worst_strength"] is None else f"{row['worst_strength']:g}",
+                      _fmt(row["attack_dice_drop"]))
+    console.print(worst)

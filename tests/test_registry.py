@@ -5,7 +5,9 @@ import copy
 import pytest
 import torch
 
+from harness.attack import AttackerKit
 from harness.data import Split
+from harness.presets import get_preset
 from harness.errors import HarnessError, UnknownNameError
 from harness.registry import (ALL_REGISTRIES, ATTACKS, BASELINES, DATASETS, MODELS, TRIGGERS, WATERMARKS,
                               Registry, find_watermark)
@@ -101,7 +103,8 @@ def test_attack_changes_the_model_and_leaves_the_owners_copy_bit_identical(name)
     attack = ATTACKS.get(name)()
     strength = attack.default_strengths[len(attack.default_strengths) // 2]
     data = Split(torch.rand(8, 3, 32, 32), (torch.rand(8, 1, 32, 32) > 0.5).float())
-    attacked = attack.apply(owner, data, strength, seed=0)
+    kit = AttackerKit(data, "basic-unet", get_preset("smoke"))
+    attacked = attack.apply(owner, kit, strength, seed=0)
     after = owner.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     x = torch.rand(2, 3, 32, 32)

@@ -1,0 +1,63 @@
+"""Choosing attacks: names, presets, lists, `all`, and the worst-case summary."""
+
+import pytest
+
+from harness.errors import HarnessError, UnknownNameError
+from harness.leaderboard import worst_cases
+from harness.registry import ATTACKS
+from harness.runner import resolve_attacks
+
+
+def _named(resolved):
+    return [(attack.registered_name, strengths) for attack, strengths in resolved]
+
+
+def test_a_name_sweeps_its_defaults_or_the_given_strengths():
+    assert _named(resolve_attacks("prune", None)) == [("prune", (0.1, 0.3, 0.5, 0.7, 0.9))]
+    assert _named(resolve_attacks("prune", [0.2, 0.4])) == [("prune", (0.2, 0.4))]
+
+
+def test_a_preset_is_one_named_strength():
+    assert _named(resolve_attacks("prune.l1_50", None)) == [("prune", (0.5,))]
+    with pytest.raises(HarnessError, match="prune.l1_10"):
+        resolve_attacks("prune.l1_55", None)
+
+
+def test_all_covers_every_registered_attack_with_its_own_sweep():
+    resolved = _named(resolve_attacks("all", None))
+    assert [name for name, _ in resolved] == ATTACKS.names()
+    assert all(strengths for _, strengths in resolved)
+
+
+@pytest.mark.parametrize("attack", ["all", "prune.l1_50"])
+def test_explicit_strengths_are_refused_where_units_differ(attack):
+    with pytest.raises(HarnessError, match="cannot be combined"):
+        resolve_attacks(attack, [0.5])
+
+
+def test_lists_and_unknown_names():
+    assert [n for n, _ in _named(resolve_attacks("prune, prune-channels", None))] == ["prune", "prune-channels"]
+    with pytest.raises(UnknownNameError, match="did you mean 'prune'"):
+        resolve_attacks("prune,prnue", None)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_every_attack_declares_family_presets_and_in_range_defaults(name):
+    attack = ATTACKS.get(name)()
+    assert attack.family and attack.default_strengths
+    for strength in [*attack.default_strengths, *attack.presets.values()]:
+        attack.check_strength(strength)
+
+
+def _row(watermark, attack, strength, removed, drop):
+    return {"watermark": watermark, "role": "watermark", "trigger": "patch", "model": "m", "dataset": "d",
+            "preset": "tiny", "seed": 0, "explainer": "lime", "attack": attack, "strength": strength,
+            "removed": removed, "attack_dice_drop": drop, "asr_after": 0.0, "p_value_after": 1.0}
+
+
+def test_worst_case_is_the_cheapest_removal_or_none():
+    table = [_row("a", "prune", 0.9, 1.0, 0.04), _row("a", "ftal", 5, 1.0, 0.01), _row("a", "prune", 0.1, 0.0, 0.0),
+             _row("b", "prune", 0.9, 0.0, 0.7)]
+    worst = {row["watermark"]: row for row in worst_cases(table)}
+    assert (worst["a"]["worst_attack"], worst["a"]["worst_strength"], worst["a"]["attacks_tried"]) == ("ftal", 5, 3)
+    assert worst["b"]["worst_attack"] == "none" and worst["b"]["attack_dice_drop"] is None
