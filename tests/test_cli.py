@@ -1,8 +1,8 @@
 """The command line: every verb, and one-line errors (exit 2, no traceback, nothing written) for bad input."""
 
 import json
-import os
 import pickle
+import random
 import subprocess
 import sys
 
@@ -112,9 +112,11 @@ def test_verify_missing_checkpoint(capsys, smoke_run, tmp_path):
     assert_one_line_error(*_verify(capsys, smoke_run, tmp_path / "nope.pt")[::2], "checkpoint not found")
 
 
-def test_verify_corrupt_checkpoint(capsys, smoke_run, tmp_path):
+@pytest.mark.parametrize("seed", range(12))
+def test_verify_corrupt_checkpoint(capsys, smoke_run, tmp_path, seed):
+    """Random bytes reach torch's unpickler along many paths (KeyError, EOFError, ...): all are one line."""
     bad = tmp_path / "corrupt.pt"
-    bad.write_bytes(os.urandom(256))
+    bad.write_bytes(random.Random(seed).randbytes(64 + 64 * seed))
     assert_one_line_error(*_verify(capsys, smoke_run, bad)[::2], "corrupt or not a PyTorch file")
 
 

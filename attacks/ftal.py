@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from harness.fine_tuning import FineTuningAttack
+from harness.registry import ATTACKS
+
+
+@ATTACKS.register("ftal")
+class FineTuneAllLayers(FineTuningAttack):
+    """FTAL: fine-tune every layer on the thief's data."""
