@@ -61,3 +61,11 @@ def test_worst_case_is_the_cheapest_removal_or_none():
     worst = {row["watermark"]: row for row in worst_cases(table)}
     assert (worst["a"]["worst_attack"], worst["a"]["worst_strength"], worst["a"]["attacks_tried"]) == ("ftal", 5, 3)
     assert worst["b"]["worst_attack"] == "none" and worst["b"]["attack_dice_drop"] is None
+
+
+def test_every_attack_is_in_the_readme_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in ATTACKS.names():
+        assert f"| `{name}` |" in readme, f"README's attack table lacks {name}"
