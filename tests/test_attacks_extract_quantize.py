@@ -1,14 +1,15 @@
 """Distillation (model extraction), weight quantization and weight noise: the attacks that rebuild or perturb weights."""
 
 import copy
+from itertools import pairwise
 
 import pytest
 import torch
 from monai.networks.nets import UNet
 from torch import nn
 
-import harness.distillation as distillation
 from attacks.quantize import output_channel_dim
+from harness import distillation
 from harness.attack import AttackerKit, weight_layers
 from harness.data import Split
 from harness.errors import HarnessError
@@ -141,7 +142,7 @@ def test_quantize_error_shrinks_with_more_bits(owner, kit):
         return sum((getattr(m, n) - w).abs().sum().item() for (m, n), w in zip(weight_layers(quantized), original))
 
     errors = [error(bits) for bits in (2, 4, 8, 16)]
-    assert all(a > b for a, b in zip(errors, errors[1:])) and errors[-1] > 0
+    assert all(a > b for a, b in pairwise(errors)) and errors[-1] > 0
     with pytest.raises(HarnessError, match="whole number"):
         attack.check_strength(4.5)
 
