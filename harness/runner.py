@@ -30,7 +30,7 @@ from harness.data import Split, make_splits, null_training_set
 from harness.errors import HarnessError
 from harness.leaderboard import write_leaderboard
 from harness.presets import Preset, get_preset
-from harness.records import HARNESS_VERSION, RunRecord
+from harness.records import HARNESS_VERSION, RunRecord, load_records
 from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, TRIGGERS, find_watermark
 from harness.segmenter import build_model, predict_proba
 from harness.attack import AttackerKit
@@ -187,6 +187,8 @@ def benchmark(
             null_seed = seed + NULL_SEED_OFFSET
             null_split = null_training_set(dataset, preset_obj, null_seed, 0)
             shared["null"] = train_clean(cache, model, dataset, preset_obj, null_seed, null_split, "null")
+            checkpoints["null"] = export_checkpoint(
+                shared["null"], results / "checkpoints" / f"null-{model}-{preset}-seed{null_seed}.pt")
         return shared
 
     for name, wm_class in zip(watermarks, wm_classes, strict=True):
@@ -215,7 +217,6 @@ def benchmark(
         key = cache.key(wm_spec, lambda: wm.make_key(marked, splits, preset_obj, seed))
         keys[name] = key.save(key_path)
         checkpoints[name] = export_checkpoint(marked, results / "checkpoints" / f"{stem}.pt")
-        checkpoints["null"] = export_checkpoint(null, results / "checkpoints" / f"null-{model}-{preset}-seed{seed + NULL_SEED_OFFSET}.pt")
 
         before = _scores_before(wm, marked, clean, null, key, splits, preset_obj, explainer, seed)
         kit = AttackerKit(splits.attacker, model, preset_obj)
@@ -252,8 +253,6 @@ def benchmark(
 
 
 def _finished(results: Path, cells: list[CellSpec]) -> dict[str, RunRecord]:
-    from harness.records import load_records
-
     wanted = {c.run_id for c in cells}
     return {r.run_id: r for r in load_records(results) if r.run_id in wanted and r.status == "ok"}
 
