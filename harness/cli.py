@@ -13,7 +13,7 @@ import time
 
 from harness.errors import HarnessError
 
-VERBS = ("run", "list", "leaderboard", "verify")
+VERBS = ("run", "list", "leaderboard", "verify", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--preset", default=None, help="architecture size (default: the key's preset)")
     verify.add_argument("--explainer", default=None, help="attribution method (default: the key's)")
     verify.add_argument("--seed", type=int, default=0)
+
+    bench = verbs.add_parser("bench", help="time explainers against the model's own forward passes")
+    bench.add_argument("what", choices=["explainers"], help="what to benchmark (explainers)")
+    bench.add_argument("--model", default="basic-unet")
+    bench.add_argument("--preset", default="tiny")
+    bench.add_argument("--samples", type=int, default=1000, help="perturbations per explanation (default 1000)")
+    bench.add_argument("--batch-size", type=int, default=64, help="images per forward call (default 64)")
+    bench.add_argument("--explainer", type=_csv, default=None,
+                       help="explainers, comma-separated (default: every registered one)")
+    bench.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--repeats", type=int, default=1, help="runs per explainer; the fastest counts (default 1)")
     return parser
 
 
@@ -140,10 +152,23 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from harness.bench import bench_explainers, print_table
+    from harness.registry import MODELS
+
+    MODELS.get(args.model)
+    rows = bench_explainers(model_name=args.model, preset=args.preset, n_samples=args.samples,
+                            batch_size=args.batch_size, explainers=args.explainer, seed=args.seed,
+                            device=args.device, repeats=args.repeats)
+    print_table(rows)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard, "verify": cmd_verify}[args.verb](args)
+        return {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard, "verify": cmd_verify,
+                "bench": cmd_bench}[args.verb](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
