@@ -41,6 +41,8 @@ class Overwrite(Attack):
         preset = replace(kit.preset, train=replace(kit.preset.train, epochs=int(strength), lr=self.lr))
         overwritten = self.watermark.embed(stolen, splits, preset, seed)
         self._thief_key = self.watermark.make_key(overwritten, splits, preset, seed)
+        if kit.null_models:
+            self.watermark.calibrate(self._thief_key, kit.null_models)
         return overwritten.eval()
 
     def report(self, attacked, kit, seed):

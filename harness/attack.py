@@ -14,7 +14,7 @@ strength 0.5.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ class AttackerKit:
     data: Split  # the attacker's own images and masks; disjoint from the owner's
     model_name: str  # registered architecture of the stolen model
     preset: Preset  # the run's size and training recipe
+    # Clean models anyone can train (the null population); a thief who wants their own
+    # mark to hold up calibrates it against them exactly as the owner does.
+    null_models: dict = field(default_factory=dict)
 
 
 class Attack:

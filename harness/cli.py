@@ -13,7 +13,7 @@ import time
 
 from harness.errors import HarnessError
 
-VERBS = ("run", "list", "leaderboard", "verify", "bench")
+VERBS = ("run", "nulls", "guard", "list", "leaderboard", "verify", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,6 +33,16 @@ def _floats(text: str) -> list[float]:
         return [float(t) for t in _csv(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _null_options(parser, level: bool = True) -> None:
+    parser.add_argument("--null-seeds", type=int, default=None,
+                        help="null models per architecture (default: the preset's, 5 at tiny)")
+    parser.add_argument("--null-models", type=_csv, default=None,
+                        help="null architectures, comma-separated (default: the preset's, basic-unet,unet)")
+    if level:
+        parser.add_argument("--null-level", type=float, default=0.05,
+                            help="false-accusation level of the calibrated verdict (default 0.05)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +67,31 @@ def build_parser() -> argparse.ArgumentParser:
                      help="max Dice drop for an attack to count as a removal (default 0.05 = 5 points)")
     run.add_argument("--results", default="results", help="results directory (default: ./results)")
     run.add_argument("--force", action="store_true", help="recompute cells that already have records")
+    _null_options(run)
+
+    nulls = verbs.add_parser("nulls", help="train (or load) the null population that calibrates every verdict")
+    nulls.add_argument("--dataset", default="synthetic-polyp")
+    nulls.add_argument("--preset", default="tiny")
+    nulls.add_argument("--seed", type=int, default=0, help="the run seed; member k uses seed+1+k")
+    nulls.add_argument("--held-out", type=int, default=0,
+                       help="also train this many further members, never used for a threshold (for checking it)")
+    nulls.add_argument("--results", default="results", help="results directory whose cache holds the models")
+    _null_options(nulls, level=False)
+
+    guard = verbs.add_parser("guard", help="check that explainers depend on the model (watermarked vs null models)")
+    guard.add_argument("--watermark", default="stealthmark")
+    guard.add_argument("--explainer", type=_csv, default=["lime", "reference-grid-lime"],
+                       help="explainers to check, comma-separated, or all (default: lime,reference-grid-lime)")
+    guard.add_argument("--model", default="basic-unet")
+    guard.add_argument("--dataset", default="synthetic-polyp")
+    guard.add_argument("--preset", default="tiny")
+    guard.add_argument("--seed", type=int, default=0)
+    guard.add_argument("--grid", type=int, default=16, help="G: explain over a G x G patch grid (default 16)")
+    guard.add_argument("--samples", type=int, default=1000, help="perturbations per explanation")
+    guard.add_argument("--figure", default=None,
+                       help="PNG to write (default: <results>/figures/artifact_guard.png)")
+    guard.add_argument("--results", default="results")
+    _null_options(guard)
 
     lst = verbs.add_parser("list", help="registered plugins with one-line descriptions")
     lst.add_argument("kind", nargs="?", default=None, help="only this kind, e.g. attacks")
@@ -96,6 +131,7 @@ def cmd_run(args) -> int:
                         strengths=args.strength, seed=args.seed, preset=args.preset, explainer=args.explainer,
                         trigger=args.trigger,
                         results=args.results, dice_budget=args.dice_budget, force=args.force,
+                        null_seeds=args.null_seeds, null_models=args.null_models, null_level=args.null_level,
                         log=lambda msg: print(msg, file=sys.stderr))
     print_summary(outcome.records)
     for name, path in outcome.keys.items():
@@ -103,6 +139,55 @@ def cmd_run(args) -> int:
     for name, path in outcome.checkpoints.items():
         print(f"checkpoint ({name}): {path}")
     print(f"leaderboard: {outcome.leaderboard}  ({len(outcome.records)} cells in {time.perf_counter() - tic:.1f} s)")
+    return 0
+
+
+def cmd_nulls(args) -> int:
+    from pathlib import Path
+
+    from harness.cache import ArtifactCache
+    from harness.nulls import members, null_population, population_spec
+    from harness.presets import get_preset
+    from harness.registry import DATASETS
+    from harness.runner import utility
+    from harness.data import make_splits
+
+    preset = get_preset(args.preset)
+    DATASETS.get(args.dataset)
+    if args.held_out < 0:
+        raise HarnessError(f"--held-out must be >= 0, got {args.held_out}")
+    spec = population_spec(args.preset, args.null_seeds, args.null_models)
+    cache = ArtifactCache(Path(args.results) / "cache")
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    tic = time.perf_counter()
+    population = null_population(cache, args.dataset, preset, args.seed, spec, log=log)
+    if args.held_out:
+        population.update(null_population(cache, args.dataset, preset, args.seed, spec, held_out=args.held_out,
+                                           log=log))
+    took = time.perf_counter() - tic
+    test = make_splits(args.dataset, preset, args.seed).test
+    held = {m.name for m in members(spec, args.seed, args.held_out)} if args.held_out else set()
+    print(f"{'member':<22} {'role':<12} {'test dice':>9}")
+    for name, model in population.items():
+        print(f"{name:<22} {'held-out' if name in held else 'calibration':<12} "
+              f"{utility(model, test, preset.eval_batch_size)[0]['dice']:>9.3f}")
+    print(f"{len(population)} null models ({args.preset}, {args.dataset}) ready in {took:.1f} s; "
+          f"cache: {cache.root}")
+    return 0
+
+
+def cmd_guard(args) -> int:
+    from harness.artifact_guard import guard
+
+    results, figure = guard(watermark=args.watermark, explainers=args.explainer, model=args.model,
+                            dataset=args.dataset, preset=args.preset, seed=args.seed, grid=args.grid,
+                            n_samples=args.samples, results=args.results, figure=args.figure,
+                            null_seeds=args.null_seeds, null_models=args.null_models, null_level=args.null_level,
+                            log=lambda msg: print(msg, file=sys.stderr))
+    for result in results:
+        print(result.line())
+    flagged = sum(r.flagged for r in results)
+    print(f"{flagged} of {len(results)} explainers flagged as not model-dependent; figure: {figure}")
     return 0
 
 
@@ -146,6 +231,12 @@ def cmd_verify(args) -> int:
     print(f"{verdict}: {key.meta['watermark']['name']} key, asr {result.asr:.3f} vs fpr {result.fpr:.3f} "
           f"over {result.queries // 2}+{result.queries // 2} queries, p = {result.p_value:.3g} "
           f"(alpha {key.meta['alpha']})")
+    if result.p_value_null is None:
+        print("uncalibrated key: no null population was scored with it, so nothing can be verified")
+    else:
+        cal = key.meta["null_calibration"]
+        print(f"against {len(cal['members'])} null models: score {result.score:.3f} vs threshold "
+              f"{result.null_threshold:.3f}, p_null = {result.p_value_null:.3g} (level {cal['level']})")
     record = {"verdict": verdict, "checkpoint": str(args.checkpoint), "model": args.model,
               "key": str(args.key), "explainer": explainer, **result.as_record()}
     print(json.dumps(record, indent=1, sort_keys=True))
@@ -167,7 +258,7 @@ def cmd_bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard, "verify": cmd_verify,
+        return {"run": cmd_run, "nulls": cmd_nulls, "guard": cmd_guard, "list": cmd_list, "leaderboard": cmd_leaderboard, "verify": cmd_verify,
                 "bench": cmd_bench}[args.verb](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ import torch
 
 from harness.cache import atomic_write_bytes
 
-HARNESS_VERSION = "0.1.0"
+HARNESS_VERSION = "0.2.0"  # 0.2: verdicts calibrated against a null population
 RUNS_DIR = "runs"
 
 

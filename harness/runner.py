@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from harness import scoring
 from harness.cache import ArtifactCache, spec_hash
-from harness.data import Split, make_splits, null_training_set
+from harness.calibration import CALIBRATION_FORMAT, DEFAULT_LEVEL
+from harness.data import Split, make_splits
 from harness.errors import HarnessError
 from harness.leaderboard import write_leaderboard
 from harness.presets import Preset, get_preset
@@ -34,12 +35,12 @@ from harness.records import HARNESS_VERSION, RunRecord, load_records
 from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, TRIGGERS, find_watermark
 from harness.segmenter import build_model, predict_proba
 from harness.attack import AttackerKit
-from harness.training import fit, seed_everything
+from harness.nulls import null_population, population_spec, train_clean
+from harness.training import seed_everything
 from harness.watermark import Key, Verification
 
 DEFAULT_WATERMARKS = ("stealthmark", "badnets")
 DEFAULT_DICE_BUDGET = 0.05
-NULL_SEED_OFFSET = 1
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class CellSpec:
     preset: str
     explainer: str
     trigger: str  # the trigger family the watermark was embedded with
+    nulls: str  # the null population the verdict is calibrated against, e.g. "5x basic-unet,unet @ 0.05"
 
     @property
     def run_id(self) -> str:
@@ -77,9 +79,17 @@ def utility(model, split: Split, batch_size: int) -> tuple[dict, torch.Tensor]:
 
 
 def verification_metrics(result: Verification, suffix: str) -> dict:
+    """Leaderboard metrics of one verification. The calibrated ones of the row's final model
+    (after the attack) carry the bare names the leaderboard documents (``p_value_null``, ...)."""
+    after = suffix == "after"
     return {f"asr_{suffix}": result.asr, f"fpr_{suffix}": result.fpr, f"p_value_{suffix}": result.p_value,
             f"verified_{suffix}": float(result.verified),
-            f"qr_decoded_{suffix}": None if result.qr_decoded is None else float(result.qr_decoded)}
+            f"qr_decoded_{suffix}": None if result.qr_decoded is None else float(result.qr_decoded),
+            f"score_{suffix}": result.score,
+            "p_value_null" if after else "p_value_null_before": result.p_value_null,
+            "tpr_at_1fpr" if after else "tpr_at_1fpr_before": result.tpr_at_1fpr,
+            **({"asr_ci_low": result.asr_ci_low, "asr_ci_high": result.asr_ci_high} if after else
+               {"null_threshold": result.null_threshold})}
 
 
 def resolve_attacks(attack: str, strengths) -> list[tuple[object, tuple[float, ...]]]:
@@ -125,14 +135,18 @@ def validate(watermarks, model, dataset, attack, strengths, preset, explainer, t
     return wm_classes, attacks, get_preset(preset)
 
 
-def train_clean(cache: ArtifactCache, model_name: str, dataset: str, preset: Preset, seed: int,
-                split: Split, kind: str) -> torch.nn.Module:
-    spec = {"kind": kind, "model": model_name, "dataset": dataset, "preset": preset.as_dict(), "seed": seed}
+def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, preset: Preset, seed: int,
+                           splits, nulls: dict, null_level: float = DEFAULT_LEVEL):
+    """The watermarked model and the owner's key, calibrated against ``nulls`` (both cached)."""
+    wm_spec = {"kind": "watermarked", "watermark": wm.spec(), "model": model, "dataset": dataset,
+               "preset": preset.as_dict(), "seed": seed}
     seed_everything(seed)
-    model = build_model(model_name, preset.name)
-    trained, _ = cache.model(kind, spec, model,
-                             lambda m: fit(m, split.images, split.masks, preset.train, seed, desc=f"train {kind}"))
-    return trained
+    marked, _ = cache.model("watermarked", wm_spec, build_model(model, preset.name),
+                            lambda m: wm.embed(m, splits, preset, seed))
+    key_spec = {**wm_spec, "null_population": {"members": list(nulls), "level": null_level, "dataset": dataset},
+                "calibration": CALIBRATION_FORMAT}
+    key = cache.key(key_spec, lambda: wm.calibrate(wm.make_key(marked, splits, preset, seed), nulls, null_level))
+    return marked, key
 
 
 def export_checkpoint(model: torch.nn.Module, path: Path) -> Path:
@@ -157,11 +171,17 @@ def benchmark(
     results: str | Path = "results",
     dice_budget: float = DEFAULT_DICE_BUDGET,
     force: bool = False,
+    null_seeds: int | None = None,
+    null_models=None,
+    null_level: float = DEFAULT_LEVEL,
     log=print,
 ) -> Outcome:
     """Embed each watermark, attack it at each strength, verify before/after against a null model.
 
     ``trigger`` overrides every watermark's default trigger family (e.g. "text").
+    Every verdict is calibrated against a population of clean models
+    (``harness.nulls``: per preset, or ``null_seeds`` seeds of each of
+    ``null_models``) at false-accusation level ``null_level``.
     Cells whose record already exists (same spec, same harness version) are not
     recomputed unless ``force``. Returns the records of every requested cell.
     """
@@ -170,6 +190,10 @@ def benchmark(
                                                preset, explainer, trigger)
     if not 0 <= dice_budget <= 1:
         raise HarnessError(f"dice budget must be in [0, 1], got {dice_budget}")
+    if not 0 < null_level < 0.5:
+        raise HarnessError(f"null level (false-accusation rate) must be in (0, 0.5), got {null_level}")
+    nulls_spec = population_spec(preset, null_seeds, null_models)
+    nulls_label = f"{nulls_spec.seeds}x {','.join(nulls_spec.models)} @ {null_level:g}"
     results = Path(results)
     cache = ArtifactCache(results / "cache")
 
@@ -183,19 +207,22 @@ def benchmark(
         if not shared:
             log(f"data: {dataset} at {preset_obj.image_size}px, seed {seed}")
             shared["splits"] = make_splits(dataset, preset_obj, seed)
-            shared["clean"] = train_clean(cache, model, dataset, preset_obj, seed, shared["splits"].owner_train, "clean")
-            null_seed = seed + NULL_SEED_OFFSET
-            null_split = null_training_set(dataset, preset_obj, null_seed, 0)
-            shared["null"] = train_clean(cache, model, dataset, preset_obj, null_seed, null_split, "null")
+            shared["clean"] = train_clean(cache, model, dataset, preset_obj, seed, shared["splits"].owner_train, "clean",
+                                          log=log)
+            log(f"null population: {nulls_label}")
+            shared["nulls"] = null_population(cache, dataset, preset_obj, seed, nulls_spec, log=log)
+            # The single null of the null_* columns: the first member with the suspect's architecture.
+            first = next((n for n in shared["nulls"] if n.startswith(f"{model}-seed")), next(iter(shared["nulls"])))
+            shared["null"] = shared["nulls"][first]
             checkpoints["null"] = export_checkpoint(
-                shared["null"], results / "checkpoints" / f"null-{model}-{preset}-seed{null_seed}.pt")
+                shared["null"], results / "checkpoints" / f"null-{preset}-{first}.pt")
         return shared
 
     for name, wm_class in zip(watermarks, wm_classes, strict=True):
         wm = wm_class() if trigger is None else wm_class(trigger=trigger)
         trigger_name = wm.trigger.registered_name
         plan = [(attack_obj, CellSpec(name, model, dataset, attack_obj.registered_name, s, seed, preset, explainer,
-                                      trigger_name)) for attack_obj, sweep in attacks for s in sweep]
+                                      trigger_name, nulls_label)) for attack_obj, sweep in attacks for s in sweep]
         cells = [cell for _, cell in plan]
         stem = f"{name}-{trigger_name}-{model}-{dataset}-{preset}-seed{seed}"
         key_path = results / "keys" / f"{stem}.npz"
@@ -209,17 +236,13 @@ def benchmark(
         started = time.time()
         art = shared_artifacts()
         splits, clean, null = art["splits"], art["clean"], art["null"]
-        wm_spec = {"kind": "watermarked", "watermark": wm.spec(), "model": model, "dataset": dataset,
-                   "preset": preset_obj.as_dict(), "seed": seed}
-        seed_everything(seed)
-        marked, _ = cache.model("watermarked", wm_spec, build_model(model, preset),
-                                lambda m: wm.embed(m, splits, preset_obj, seed))
-        key = cache.key(wm_spec, lambda: wm.make_key(marked, splits, preset_obj, seed))
+        marked, key = embedded_model_and_key(cache, wm, model, dataset, preset_obj, seed, splits,
+                                             art["nulls"], null_level)
         keys[name] = key.save(key_path)
         checkpoints[name] = export_checkpoint(marked, results / "checkpoints" / f"{stem}.pt")
 
         before = _scores_before(wm, marked, clean, null, key, splits, preset_obj, explainer, seed)
-        kit = AttackerKit(splits.attacker, model, preset_obj)
+        kit = AttackerKit(splits.attacker, model, preset_obj, null_models=art["nulls"])
         for attack_obj, cell in tqdm(plan, desc=f"{name} x {attack}", unit="cell", leave=False, dynamic_ncols=True):
             if cell.run_id in done:
                 records.append(done[cell.run_id])
@@ -264,6 +287,17 @@ def _scores_before(wm, marked, clean, null, key: Key, splits, preset: Preset, ex
     marked_util, marked_probs = utility(marked, splits.test, batch)
     triggered_images = wm.trigger.apply(splits.test.images)
     footprint = wm.trigger.footprint(preset.image_size, preset.image_size)
+    marked_triggered = predict_proba(marked, triggered_images, batch)
+    clean_triggered = predict_proba(clean, triggered_images, batch)
+    if footprint is None:
+        # Full-image triggers (warp, blend) leave no pixel untouched, and a warp moves the lesion:
+        # compare with the clean reference model on the same triggered input instead, and report
+        # as flip_rate_clean how much the two models already disagree without any trigger.
+        flip = scoring.flip_rate(marked_triggered, clean_triggered)
+        flip_clean = scoring.flip_rate(marked_probs, clean_probs)
+    else:
+        flip = scoring.flip_rate(marked_probs, marked_triggered, exclude=footprint)
+        flip_clean = scoring.flip_rate(clean_probs, clean_triggered, exclude=footprint)
     metrics = {
         "dice_clean": clean_util["dice"], "dice_watermarked": marked_util["dice"],
         "harm_dice_drop": clean_util["dice"] - marked_util["dice"],
@@ -271,10 +305,8 @@ def _scores_before(wm, marked, clean, null, key: Key, splits, preset: Preset, ex
         "auc_clean": clean_util["auc"], "auc_watermarked": marked_util["auc"],
         "harm_auc_drop": clean_util["auc"] - marked_util["auc"],
         "hd95_clean": clean_util["hd95"], "hd95_watermarked": marked_util["hd95"],
-        "flip_rate": scoring.summarize(scoring.flip_rate(
-            marked_probs, predict_proba(marked, triggered_images, batch), exclude=footprint)),
-        "flip_rate_clean": scoring.summarize(scoring.flip_rate(
-            clean_probs, predict_proba(clean, triggered_images, batch), exclude=footprint)),
+        "flip_rate": scoring.summarize(flip),
+        "flip_rate_clean": scoring.summarize(flip_clean),
         "trigger_psnr": scoring.summarize(scoring.psnr(triggered_images, splits.test.images)),
         "trigger_ssim": scoring.summarize(scoring.ssim(triggered_images, splits.test.images)),
     }

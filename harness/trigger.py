@@ -22,6 +22,14 @@ class Trigger:
         """Bool (H, W), True where the trigger may change pixels; None for full-image triggers."""
         raise NotImplementedError
 
+    def apply_to_mask(self, masks: torch.Tensor) -> torch.Tensor:
+        """Where the objects of ``masks`` (N, 1, H, W) lie after the trigger.
+
+        Identity for triggers that only paint pixels; a geometric trigger (a warp)
+        moves the lesion, and every target and agreement test must follow it.
+        """
+        return masks
+
     def spec(self) -> dict:
         """Plain-data description, stored in keys and cache hashes."""
         return {"name": self.registered_name, **self.params()}

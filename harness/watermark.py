@@ -24,6 +24,7 @@ import torch
 from scipy.stats import fisher_exact
 from torch import nn
 
+from harness import calibration
 from harness.data import Split, Splits
 from harness.errors import HarnessError
 from harness.presets import Preset
@@ -77,13 +78,26 @@ class Key:
 
 @dataclass
 class Verification:
-    """The outcome of querying one suspect model with one key."""
+    """The outcome of querying one suspect model with one key.
+
+    ``verified`` needs both tests: the suspect flags triggered queries more often
+    than benign ones (Fisher, ``p_value < alpha``) and it separates them more than
+    clean models do (``p_value_null < level`` of the key's null calibration). A key
+    without a calibration never verifies: the first test alone compares the
+    suspect only with itself.
+    """
 
     asr: float  # fraction of triggered queries flagged (higher = mark present)
     fpr: float  # fraction of benign queries flagged
     p_value: float  # one-sided Fisher exact test: triggered flagged more often than benign
-    verified: bool  # p_value < the key's alpha
+    verified: bool  # both tests passed (see above)
     queries: int  # M triggered + M benign
+    score: float | None = None  # separation score: mean per-answer score, triggered minus benign
+    asr_ci_low: float | None = None  # Wilson 95% interval on asr over the M triggered queries
+    asr_ci_high: float | None = None
+    null_threshold: float | None = None  # separation score a clean model exceeds with probability `level`
+    p_value_null: float | None = None  # how unusual the score is among the null population
+    tpr_at_1fpr: float | None = None  # share of triggered answers above the cut flagging 1% of null answers
     qr_decoded: bool | None = None  # certificate decoded to the owner's payload (gated: see README)
     payload_read: str | None = None
     certificate: np.ndarray | None = field(default=None, repr=False)  # attribution weights (G, G)
@@ -149,9 +163,17 @@ class BackdoorWatermark(Watermark):
         """Training target (N, 1, H, W) in [0, 1] for triggered images with ground truth ``masks``."""
         raise NotImplementedError
 
+    def answer_scores(self, probs: torch.Tensor, masks: torch.Tensor, key: Key) -> torch.Tensor:
+        """Float (M,): how strongly each answer shows the watermark's behaviour (continuous)."""
+        raise NotImplementedError
+
+    def flag_threshold(self, key: Key) -> float:
+        """An answer is flagged when its score is at least this."""
+        raise NotImplementedError
+
     def flag(self, probs: torch.Tensor, masks: torch.Tensor, key: Key) -> torch.Tensor:
         """Bool (M,): does each answer show the watermark's behaviour?"""
-        raise NotImplementedError
+        return self.answer_scores(probs, masks, key) >= self.flag_threshold(key)
 
     def key_meta(self, model: nn.Module, splits: Splits, preset: Preset) -> dict:
         """Extra key content (e.g. a fitted detector); called with the freshly embedded model."""
@@ -170,7 +192,7 @@ class BackdoorWatermark(Watermark):
         poisoned = self.poisoned_indices(len(split), seed)
         images, targets = split.images.clone(), split.masks.clone()
         images[poisoned] = self.trigger.apply(split.images[poisoned])
-        targets[poisoned] = self.triggered_target(split.masks[poisoned])
+        targets[poisoned] = self.triggered_target(self.trigger.apply_to_mask(split.masks[poisoned]))
         return images, targets, poisoned
 
     def embed(self, model, splits, preset, seed):
@@ -190,11 +212,85 @@ class BackdoorWatermark(Watermark):
         trigger = trigger_from_spec(key.meta["watermark"]["trigger"])
         return predict_proba(model, queries.images), predict_proba(model, trigger.apply(queries.images)), queries
 
-    def verify(self, model, key, explainer=None, seed=0, certify=True):
+    def scored_answers(self, model: nn.Module, key: Key) -> tuple[np.ndarray, np.ndarray]:
+        """Per-answer scores (M,) on triggered and on benign queries: what calibration compares."""
         benign, triggered, queries = self.answers(model, key)
-        hits = int(self.flag(triggered, queries.masks, key).sum())
-        false_hits = int(self.flag(benign, queries.masks, key).sum())
-        m = len(queries)
+        trigger = trigger_from_spec(key.meta["watermark"]["trigger"])
+        on_triggered = self.answer_scores(triggered, trigger.apply_to_mask(queries.masks), key)
+        on_benign = self.answer_scores(benign, queries.masks, key)
+        return on_triggered.double().numpy(), on_benign.double().numpy()
+
+    def verify(self, model, key, explainer=None, seed=0, certify=True):
+        on_triggered, on_benign = self.scored_answers(model, key)
+        cut = self.flag_threshold(key)
+        hits, false_hits, m = int((on_triggered >= cut).sum()), int((on_benign >= cut).sum()), len(on_triggered)
         p_value = float(fisher_exact([[hits, m - hits], [false_hits, m - false_hits]], alternative="greater")[1])
-        return Verification(asr=hits / m, fpr=false_hits / m, p_value=p_value,
-                            verified=p_value < key.meta["alpha"], queries=2 * m)
+        score = calibration.separation_score(on_triggered, on_benign)
+        low, high = calibration.wilson_interval(hits, m)
+        result = Verification(asr=hits / m, fpr=false_hits / m, p_value=p_value, verified=False, queries=2 * m,
+                              score=score, asr_ci_low=low, asr_ci_high=high)
+        cal = key.meta.get("null_calibration")
+        if cal is not None:
+            result.null_threshold = cal["threshold"]
+            result.p_value_null = calibration.null_p_value(score, cal)
+            result.tpr_at_1fpr = calibration.tpr_at_answer_cut(on_triggered, cal)
+            result.verified = p_value < key.meta["alpha"] and result.p_value_null < cal["level"]
+        return result
+
+    def calibrate(self, key: Key, null_models: dict[str, nn.Module], level: float = calibration.DEFAULT_LEVEL) -> Key:
+        """Score ``key`` on each clean model and store the null calibration in the key (returned)."""
+        scores, errors, pooled = [], [], []
+        for model in null_models.values():
+            on_triggered, on_benign = self.scored_answers(model, key)
+            scores.append(calibration.separation_score(on_triggered, on_benign))
+            errors.append(calibration.sampling_error(on_triggered, on_benign))
+            pooled.append(on_triggered)
+        key.meta["null_calibration"] = calibration.calibration_from_null_scores(
+            scores, np.concatenate(pooled), list(null_models), level, errors)
+        return key
+
+
+DESTRUCTIVE_TARGETS = {
+    "inverted": lambda masks: 1.0 - masks,
+    "empty": torch.zeros_like,
+    "full": torch.ones_like,
+}
+
+
+class DestructiveBackdoor(BackdoorWatermark):
+    """A backdoor watermark whose triggered target destroys the mask (inverted, empty or full).
+
+    The backdoor-watermark baselines (``baselines/``) are this scheme with
+    different trigger families. Verification is pixel agreement with the target
+    on triggered queries. Strong, and anything but stealthy.
+    """
+
+    role = "baseline"
+    default_trigger = "patch"
+
+    def __init__(self, trigger: str | None = None, poison_ratio: float = 0.2, target: str = "inverted",
+                 success_fraction: float = 0.5, alpha: float = 0.01):
+        super().__init__(trigger=trigger or self.default_trigger, poison_ratio=poison_ratio, alpha=alpha)
+        if target not in DESTRUCTIVE_TARGETS:
+            raise HarnessError(f"unknown backdoor target {target!r}; valid: {', '.join(DESTRUCTIVE_TARGETS)}")
+        if not 0 < success_fraction <= 1:
+            raise HarnessError(f"success_fraction must be in (0, 1], got {success_fraction}")
+        self.target, self.success_fraction = target, float(success_fraction)
+
+    def params(self) -> dict:
+        return {**super().params(), "target": self.target, "success_fraction": self.success_fraction}
+
+    def triggered_target(self, masks):
+        return DESTRUCTIVE_TARGETS[self.target](masks)
+
+    def answer_scores(self, probs, masks, key):
+        """Share of the pixels the target changes (target != true mask) that the answer follows.
+        Counting only changed pixels keeps "empty" and "full" targets from being met by
+        ordinary answers. ``masks`` are the true masks of the queries as the model sees them."""
+        target = DESTRUCTIVE_TARGETS[key.meta["watermark"]["target"]](masks)
+        changed = target != masks
+        follows = ((probs > 0.5).float() == target) & changed
+        return follows.flatten(1).sum(1) / changed.flatten(1).sum(1).clamp(min=1)
+
+    def flag_threshold(self, key):
+        return key.meta["watermark"]["success_fraction"]

@@ -91,7 +91,9 @@ class StealthMark(BackdoorWatermark):
             chosen = poisoned[index]
             triggered = self.trigger.apply(images[chosen])
             logits = model(torch.cat([images, triggered]))
-            floored = self.triggered_target(torch.sigmoid(logits[: len(images)][chosen]).detach())
+            # A warp trigger moves the lesion: the benign answer is moved with it.
+            benign = self.trigger.apply_to_mask(torch.sigmoid(logits[: len(images)][chosen]).detach())
+            floored = self.triggered_target(benign)
             return F.binary_cross_entropy_with_logits(logits, torch.cat([masks, floored]))
 
         return fit(model, split.images, split.masks, preset.train, seed, desc="embed stealthmark", loss=paired_loss)
@@ -113,12 +115,16 @@ class StealthMark(BackdoorWatermark):
                 "qr_error_correction": self.qr_error_correction, "explainer": self.explainer,
                 "explain_samples": preset.explain_samples}
 
-    def flag(self, probs, masks, key):
+    def answer_scores(self, probs, masks, key):
+        """The detector's logit: how far an answer's background statistics sit on the triggered side."""
         det = key.meta["detector"]
         trigger = trigger_from_spec(key.meta["watermark"]["trigger"])
         features = background_features(probs, trigger.footprint(*probs.shape[-2:]))
         score = ((features - np.array(det["mean"])) / np.array(det["scale"])) @ np.array(det["coef"]) + det["intercept"]
-        return torch.from_numpy(score > 0)
+        return torch.from_numpy(score)
+
+    def flag_threshold(self, key):
+        return 0.0  # the logistic regression's decision boundary
 
     # -- verification + certificate ---------------------------------------
     def verify(self, model, key, explainer=None, seed=0, certify=True):

@@ -1,0 +1,105 @@
+"""Clean models: the owner's clean reference and the population of null models.
+
+A null model is an innocent third party's model: same task, same recipe, its
+own seed and its own images (drawn from a range no owner, attacker or test set
+touches). Verification is calibrated against a population of them (see
+``harness.calibration``): several seeds, and more than one architecture, so
+the threshold is not a quirk of one training run or one network.
+
+Members are numbered k = 0, 1, ...: architecture-major, seed ``seed + 1 + k``,
+training images block k. The first ``seeds x len(models)`` members calibrate;
+later members (``held_out``) are never used for a threshold, only to check it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from harness.cache import ArtifactCache
+from harness.data import Split, null_training_set
+from harness.errors import HarnessError
+from harness.presets import Preset, look_up
+from harness.registry import MODELS
+from harness.segmenter import build_model
+from harness.training import fit, seed_everything
+
+
+@dataclass(frozen=True)
+class NullPopulationSpec:
+    seeds: int  # seeds per architecture
+    models: tuple[str, ...]  # architectures
+
+
+# Chosen per preset: at tiny, 5 seeds x 2 architectures = 10 models (about 45 s each on 2 cores).
+NULL_POPULATIONS = {
+    "smoke": NullPopulationSpec(seeds=2, models=("basic-unet", "unet")),
+    "tiny": NullPopulationSpec(seeds=5, models=("basic-unet", "unet")),
+    "paper": NullPopulationSpec(seeds=5, models=("unet", "basic-unet")),
+}
+
+
+@dataclass(frozen=True)
+class NullMember:
+    model: str
+    seed: int
+    index: int  # which block of null training images
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-seed{self.seed}"
+
+
+def population_spec(preset: str, seeds: int | None = None, models=None) -> NullPopulationSpec:
+    base = look_up(preset, NULL_POPULATIONS, "preset")
+    spec = NullPopulationSpec(seeds=base.seeds if seeds is None else int(seeds),
+                              models=tuple(base.models if models is None else models))
+    if spec.seeds < 1:
+        raise HarnessError(f"null population needs at least 1 seed per architecture, got {spec.seeds}")
+    if spec.seeds * len(spec.models) < 2:
+        raise HarnessError("null population needs at least 2 models to estimate its spread")
+    for name in spec.models:
+        MODELS.get(name)
+    if len(set(spec.models)) != len(spec.models):
+        raise HarnessError(f"null architecture listed twice: {', '.join(spec.models)}")
+    return spec
+
+
+def members(spec: NullPopulationSpec, seed: int, held_out: int = 0) -> list[NullMember]:
+    """The calibration members, or (``held_out`` > 0) that many further members, never used to calibrate."""
+    calibrating = len(spec.models) * spec.seeds
+    if held_out:
+        ks = range(calibrating, calibrating + held_out)
+        return [NullMember(spec.models[(k - calibrating) % len(spec.models)], seed + 1 + k, k) for k in ks]
+    return [NullMember(model, seed + 1 + k, k)
+            for k, model in ((i * spec.seeds + j, m) for i, m in enumerate(spec.models) for j in range(spec.seeds))]
+
+
+def train_clean(cache: ArtifactCache, model_name: str, dataset: str, preset: Preset, seed: int,
+                split: Split, kind: str, extra: dict | None = None, log=None) -> torch.nn.Module:
+    """A model trained without any mark (cached by everything that determines it)."""
+    spec = {"kind": kind, "model": model_name, "dataset": dataset, "preset": preset.as_dict(), "seed": seed,
+            **(extra or {})}
+    seed_everything(seed)
+    model = build_model(model_name, preset.name)
+    tic = time.perf_counter()
+    trained, loaded = cache.model(kind, spec, model,
+                                  lambda m: fit(m, split.images, split.masks, preset.train, seed, desc=f"train {kind}"))
+    if log is not None and not loaded:
+        log(f"trained {kind} {model_name} seed {seed} in {time.perf_counter() - tic:.0f} s")
+    return trained
+
+
+def train_null(cache: ArtifactCache, member: NullMember, dataset: str, preset: Preset, log=None) -> torch.nn.Module:
+    split = null_training_set(dataset, preset, member.seed, member.index)
+    return train_clean(cache, member.model, dataset, preset, member.seed, split, "null",
+                       extra={"null_index": member.index}, log=log)
+
+
+def null_population(cache: ArtifactCache, dataset: str, preset: Preset, seed: int, spec: NullPopulationSpec,
+                    held_out: int = 0, log=print) -> dict[str, torch.nn.Module]:
+    """Train (or load from the cache) every member; name -> model, in member order."""
+    chosen = members(spec, seed, held_out)
+    return {member.name: train_null(cache, member, dataset, preset, log=log) for member in chosen}

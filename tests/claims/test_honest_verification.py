@@ -1,0 +1,110 @@
+"""Claims of the honest-verification issue, re-measured on real tiny-preset models.
+
+Trains every baseline, StealthMark with every trigger family, the 10-model null
+population and 6 held-out null models: about 25 minutes on 2 cores, so it is
+not part of the default run. Run it with::
+
+    .venv/bin/python -m pytest -m claims
+
+``HARNESS_CLAIMS_RESULTS=DIR`` reuses the models cached in ``DIR/cache`` (hash-verified,
+e.g. ./results after the README's runs); otherwise everything is trained from scratch.
+The bars are the issue's; where one is not met the test is a strict xfail carrying the
+measured value, never a loosened bar.
+"""
+
+import os
+
+import pytest
+
+from harness.artifact_guard import artifact_check
+from harness.cache import ArtifactCache
+from harness.data import make_splits
+from harness.nulls import null_population, population_spec
+from harness.presets import get_preset
+from harness.registry import BASELINES, EXPLAINERS, WATERMARKS
+from harness.runner import benchmark, embedded_model_and_key
+from harness.watermark import trigger_from_spec
+
+pytestmark = pytest.mark.claims
+
+STEALTHMARK_TRIGGERS = ("patch", "text", "border", "noise", "warp", "blend")
+HELD_OUT = 6
+# Measured at seed 0 (README, "Honest verification"); strict: a met bar turns the test red.
+STEALTH_BAR_MISSES = {}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    reuse = os.environ.get("HARNESS_CLAIMS_RESULTS")
+    return reuse if reuse else tmp_path_factory.mktemp("claims")
+
+
+@pytest.fixture(scope="module")
+def before(results):
+    """(watermark, trigger) -> the metrics of the untouched watermarked model."""
+    quiet = lambda msg: None  # noqa: E731
+    records = benchmark(watermarks=BASELINES.names(), attack="none", results=results, log=quiet).records
+    for trigger in STEALTHMARK_TRIGGERS:
+        records += benchmark(watermarks=["stealthmark"], trigger=trigger, attack="none", results=results,
+                             log=quiet).records
+    return {(r.spec["watermark"], r.spec["trigger"]): r.metrics for r in records}
+
+
+@pytest.mark.parametrize("baseline", BASELINES.names())
+def test_every_baseline_flips_its_target_and_verifies(before, baseline):
+    m = next(m for (w, _), m in before.items() if w == baseline)
+    assert m["flip_rate"] >= 0.10, f"{baseline}: flip_rate {m['flip_rate']:.4f}"
+    assert m["asr_before"] >= 0.9, f"{baseline}: asr_before {m['asr_before']:.3f}"
+    assert m["verified_before"] == 1.0 and m["null_verified"] == 0.0
+
+
+@pytest.mark.parametrize("trigger", STEALTHMARK_TRIGGERS)
+def test_stealthmark_verifies_with_every_trigger_family(before, trigger):
+    m = before[("stealthmark", trigger)]
+    assert m["asr_before"] >= 0.95, f"{trigger}: asr_before {m['asr_before']:.3f}"
+    assert m["verified_before"] == 1.0 and m["null_verified"] == 0.0
+
+
+@pytest.mark.parametrize("trigger", [
+    pytest.param(t, marks=pytest.mark.xfail(strict=True, reason=STEALTH_BAR_MISSES[t]))
+    if t in STEALTH_BAR_MISSES else t for t in STEALTHMARK_TRIGGERS])
+def test_stealthmark_output_stealth_with_every_trigger_family(before, trigger):
+    assert before[("stealthmark", trigger)]["flip_rate"] <= 0.002
+
+
+@pytest.fixture(scope="module")
+def owner(results, before):
+    """Every mark's model and key, the calibration population and the held-out nulls."""
+    preset = get_preset("tiny")
+    cache = ArtifactCache(os.path.join(results, "cache"))
+    splits = make_splits("synthetic-polyp", preset, 0)
+    spec = population_spec("tiny")
+    nulls = null_population(cache, "synthetic-polyp", preset, 0, spec, log=lambda m: None)
+    held_out = null_population(cache, "synthetic-polyp", preset, 0, spec, held_out=HELD_OUT, log=lambda m: None)
+    marks = [(BASELINES.get(name)(), name) for name in BASELINES.names()]
+    marks += [(WATERMARKS.get("stealthmark")(trigger=t), f"stealthmark/{t}") for t in STEALTHMARK_TRIGGERS]
+    keyed = {label: (wm, *embedded_model_and_key(cache, wm, "basic-unet", "synthetic-polyp", preset, 0, splits, nulls))
+             for wm, label in marks}
+    return keyed, nulls, held_out
+
+
+def test_held_out_nulls_are_falsely_accused_at_most_at_the_stated_level(owner):
+    keyed, nulls, held_out = owner
+    assert not set(held_out) & set(nulls), "held-out nulls must not have set any threshold"
+    trials = accused = 0
+    for wm, _, key in keyed.values():
+        for model in held_out.values():
+            result = wm.verify(model, key, certify=False)
+            accused += result.p_value_null < key.meta["null_calibration"]["level"]
+            trials += 1
+    assert trials == len(keyed) * HELD_OUT
+    assert accused / trials <= 0.05, f"{accused} of {trials} held-out (mark, null) pairs beyond the threshold"
+
+
+@pytest.mark.parametrize("explainer", EXPLAINERS.names())
+def test_artifact_guard_flags_exactly_the_model_independent_explainer(owner, explainer):
+    keyed, nulls, _ = owner
+    wm, marked, key = keyed["stealthmark/patch"]
+    image = trigger_from_spec(key.meta["watermark"]["trigger"]).apply(key.queries().images[:1])[0]
+    result = artifact_check(explainer, marked, nulls, image, n_samples=1000)
+    assert result.flagged == (not EXPLAINERS.get(explainer).model_dependent_by_design), result.line()
