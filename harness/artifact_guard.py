@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from harness import qr
 from harness.explainer import ModelForward
+from harness.feature_masks import make_feature_mask
 from harness.registry import EXPLAINERS
 
-DEFAULT_GRID = 16  # the public code's grid
+DEFAULT_MASK = "grid:16"  # the public code's 16 x 16 grid
 
 
 @dataclass
@@ -34,8 +34,8 @@ class GuardResult:
     between_models: float  # mean distance, watermarked vs each null model
     within_model: float  # distance between two seeds on the watermarked model
     distances: dict[str, float]  # per null model
-    marked: np.ndarray = field(repr=False)  # (G, G) weights on the watermarked model
-    nulls: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    marked: np.ndarray = field(repr=False)  # (H, W): each pixel shows its feature's weight, watermarked model
+    nulls: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # the same per null model
 
     def line(self) -> str:
         verdict = "FLAGGED: not model-dependent" if self.flagged else "ok: model-dependent"
@@ -59,32 +59,36 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(_unit(np.ravel(a)) - _unit(np.ravel(b))))
 
 
-def explain(model: torch.nn.Module, image: torch.Tensor, explainer: str, grid: int = DEFAULT_GRID,
+def explain(model: torch.nn.Module, image: torch.Tensor, explainer: str, feature_mask: np.ndarray,
             n_samples: int = 500, seed: int = 0, reduction: str = "background-mean",
             batch_size: int = 64) -> np.ndarray:
-    """Weights (grid, grid) of ``explainer`` for ``model`` on ``image`` (3, H, W), over a grid of patches."""
+    """Weights (P,) of ``explainer`` for ``model`` on ``image`` (3, H, W), one per feature of ``feature_mask``."""
     forward = ModelForward.for_image(model, image, reduction, batch_size)
-    feature_mask = qr.grid_feature_mask(image.shape[-2], image.shape[-1], grid)
-    weights = EXPLAINERS.get(explainer)().attribute(
-        forward, image.permute(1, 2, 0).numpy(), feature_mask, n_samples=n_samples, batch_size=batch_size, seed=seed)
-    return np.asarray(weights).reshape(grid, grid)
+    return np.asarray(EXPLAINERS.get(explainer)().attribute(
+        forward, image.permute(1, 2, 0).numpy(), feature_mask, n_samples=n_samples, batch_size=batch_size,
+        seed=seed))
 
 
 def artifact_check(explainer: str, marked: torch.nn.Module, nulls: dict[str, torch.nn.Module],
-                   image: torch.Tensor, grid: int = DEFAULT_GRID, n_samples: int = 500, seed: int = 0,
+                   image: torch.Tensor, mask: str = DEFAULT_MASK, n_samples: int = 500, seed: int = 0,
                    reduction: str = "background-mean") -> GuardResult:
-    """Run ``explainer`` on the watermarked model (two seeds) and on each null model; compare."""
+    """Run ``explainer`` on the watermarked model (two seeds) and on each null model; compare.
+
+    ``mask``: the features, e.g. "grid:16" or "slic:50" (``harness.feature_masks``), the same for every model.
+    """
     EXPLAINERS.get(explainer)
     if not nulls:
         raise ValueError("the artifact check needs at least one null model")
-    kwargs = dict(grid=grid, n_samples=n_samples, reduction=reduction)
+    feature_mask = make_feature_mask(mask, image.permute(1, 2, 0).numpy())
+    kwargs = dict(feature_mask=feature_mask, n_samples=n_samples, reduction=reduction)
     on_marked = explain(marked, image, explainer, seed=seed, **kwargs)
     again = explain(marked, image, explainer, seed=seed + 1, **kwargs)
     on_nulls = {name: explain(model, image, explainer, seed=seed, **kwargs) for name, model in nulls.items()}
     distances = {name: distance(on_marked, weights) for name, weights in on_nulls.items()}
     between, within = float(np.mean(list(distances.values()))), distance(on_marked, again)
     return GuardResult(explainer, flagged=between <= within, between_models=between, within_model=within,
-                       distances=distances, marked=on_marked, nulls=on_nulls)
+                       distances=distances, marked=on_marked[feature_mask],
+                       nulls={name: weights[feature_mask] for name, weights in on_nulls.items()})
 
 
 def save_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], null_name: str, path) -> None:
@@ -118,7 +122,7 @@ def save_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], null_name: str
 
 
 def guard(watermark: str = "stealthmark", explainers=("lime", "reference-grid-lime"), model: str = "basic-unet",
-          dataset: str = "synthetic-polyp", preset: str = "tiny", seed: int = 0, grid: int = DEFAULT_GRID,
+          dataset: str = "synthetic-polyp", preset: str = "tiny", seed: int = 0, mask: str = DEFAULT_MASK,
           n_samples: int = 1000, results="results", figure=None, null_seeds=None, null_models=None,
           null_level: float | None = None, log=print):
     """``harness guard``: check each explainer on the watermarked model against the null population,
@@ -132,7 +136,6 @@ def guard(watermark: str = "stealthmark", explainers=("lime", "reference-grid-li
     from harness.cache import ArtifactCache
     from harness.calibration import DEFAULT_LEVEL
     from harness.data import make_splits
-    from harness.errors import HarnessError
     from harness.nulls import null_population, population_spec
     from harness.presets import get_preset
     from harness.registry import DATASETS, MODELS, find_watermark
@@ -146,11 +149,10 @@ def guard(watermark: str = "stealthmark", explainers=("lime", "reference-grid-li
     preset_obj = get_preset(preset)
     MODELS.get(model)
     DATASETS.get(dataset)
-    if not 2 <= grid <= preset_obj.image_size:
-        raise HarnessError(f"grid must be in [2, {preset_obj.image_size}] at preset {preset}, got {grid}")
     if n_samples < 2:
         raise HarnessError(f"samples must be at least 2, got {n_samples}")
     spec = population_spec(preset, null_seeds, null_models)
+    make_feature_mask(mask, np.zeros((preset_obj.image_size, preset_obj.image_size, 3), np.float32))  # fail early
     cache = ArtifactCache(Path(results) / "cache")
     splits = make_splits(dataset, preset_obj, seed)
     nulls = null_population(cache, dataset, preset_obj, seed, spec, log=log)
@@ -169,9 +171,9 @@ def guard(watermark: str = "stealthmark", explainers=("lime", "reference-grid-li
         panels.append((f"{watermark} QR certificate ({key.meta['explainer']}, gated)", *pictures))
     checked = []
     for name in explainers:
-        result = artifact_check(name, marked, nulls, image, grid=grid, n_samples=n_samples, seed=seed)
+        result = artifact_check(name, marked, nulls, image, mask=mask, n_samples=n_samples, seed=seed)
         checked.append(result)
-        panels.append((f"{name}, {grid}x{grid} grid, ungated", result.marked, result.nulls[null_name]))
+        panels.append((f"{name}, {mask}, ungated", result.marked, result.nulls[null_name]))
     path = Path(figure) if figure else Path(results) / "figures" / "artifact_guard.png"
     save_figure(panels, null_name, path)
     return checked, path

@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated strengths (default: the attack's own sweep)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--preset", default="tiny")
-    run.add_argument("--explainer", default="lime", help="attribution method for the QR certificate")
+    run.add_argument("--explainer", default="lime",
+                     help="attribution method for the QR certificate: a name, a comma-separated list, or all "
+                          "(each explainer gets its own leaderboard rows)")
     run.add_argument("--trigger", default=None,
                      help="trigger family for every watermark, e.g. text (default: each watermark's own, patch)")
     run.add_argument("--dice-budget", type=float, default=0.05,
@@ -86,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     guard.add_argument("--dataset", default="synthetic-polyp")
     guard.add_argument("--preset", default="tiny")
     guard.add_argument("--seed", type=int, default=0)
-    guard.add_argument("--grid", type=int, default=16, help="G: explain over a G x G patch grid (default 16)")
+    guard.add_argument("--mask", default="grid:16",
+                       help="features: grid:G (G x G patches) or slic:N (SLIC superpixels); default grid:16")
     guard.add_argument("--samples", type=int, default=1000, help="perturbations per explanation")
     guard.add_argument("--figure", default=None,
                        help="PNG to write (default: <results>/figures/artifact_guard.png)")
@@ -105,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--checkpoint", required=True, help="suspect's state dict (.pt), loaded weights-only")
     verify.add_argument("--key", required=True, help="the owner's key file (.npz) written by `run`")
     verify.add_argument("--preset", default=None, help="architecture size (default: the key's preset)")
-    verify.add_argument("--explainer", default=None, help="attribution method (default: the key's)")
+    verify.add_argument("--explainer", default=None,
+                        help="attribution method: a name, a comma-separated list, or all (default: the key's)")
     verify.add_argument("--seed", type=int, default=0)
 
     bench = verbs.add_parser("bench", help="time explainers against the model's own forward passes")
@@ -180,7 +184,7 @@ def cmd_guard(args) -> int:
     from harness.artifact_guard import guard
 
     results, figure = guard(watermark=args.watermark, explainers=args.explainer, model=args.model,
-                            dataset=args.dataset, preset=args.preset, seed=args.seed, grid=args.grid,
+                            dataset=args.dataset, preset=args.preset, seed=args.seed, mask=args.mask,
                             n_samples=args.samples, results=args.results, figure=args.figure,
                             null_seeds=args.null_seeds, null_models=args.null_models, null_level=args.null_level,
                             log=lambda msg: print(msg, file=sys.stderr))
@@ -214,7 +218,8 @@ def cmd_leaderboard(args) -> int:
 
 def cmd_verify(args) -> int:
     from harness.checkpoints import load_model
-    from harness.registry import EXPLAINERS, find_watermark
+    from harness.registry import find_watermark
+    from harness.runner import resolve_explainers
     from harness.watermark import Key
 
     key = Key.load(args.key)
@@ -223,10 +228,24 @@ def cmd_verify(args) -> int:
     except KeyError:
         raise HarnessError(f"key file {args.key} names no watermark") from None
     explainer = args.explainer or key.meta.get("explainer")
-    if explainer is not None:
-        EXPLAINERS.get(explainer)
+    explainers = resolve_explainers(explainer) if explainer is not None else [None]
     model = load_model(args.model, args.preset or key.meta["preset"], args.checkpoint)
-    result = watermark.verify(model, key, explainer=explainer, seed=args.seed)
+    records = []
+    for name in explainers:
+        result = watermark.verify(model, key, explainer=name, seed=args.seed)
+        if name is explainers[0]:
+            _print_verdict(result, key)
+        if result.qr_decoded is not None:
+            print(f"certificate ({name}): QR {'decoded to the payload' if result.qr_decoded else 'not decoded'}"
+                  f" (read: {result.payload_read!r})")
+        records.append({"verdict": "VERIFIED" if result.verified else "NOT VERIFIED",
+                        "checkpoint": str(args.checkpoint), "model": args.model, "key": str(args.key),
+                        "explainer": name, **result.as_record()})
+    print(json.dumps(records[0] if len(records) == 1 else records, indent=1, sort_keys=True))
+    return 0
+
+
+def _print_verdict(result, key) -> None:
     verdict = "VERIFIED" if result.verified else "NOT VERIFIED"
     print(f"{verdict}: {key.meta['watermark']['name']} key, asr {result.asr:.3f} vs fpr {result.fpr:.3f} "
           f"over {result.queries // 2}+{result.queries // 2} queries, p = {result.p_value:.3g} "
@@ -237,10 +256,6 @@ def cmd_verify(args) -> int:
         cal = key.meta["null_calibration"]
         print(f"against {len(cal['members'])} null models: score {result.score:.3f} vs threshold "
               f"{result.null_threshold:.3f}, p_null = {result.p_value_null:.3g} (level {cal['level']})")
-    record = {"verdict": verdict, "checkpoint": str(args.checkpoint), "model": args.model,
-              "key": str(args.key), "explainer": explainer, **result.as_record()}
-    print(json.dumps(record, indent=1, sort_keys=True))
-    return 0
 
 
 def cmd_bench(args) -> int:

@@ -55,6 +55,7 @@ class CellSpec:
     explainer: str
     trigger: str  # the trigger family the watermark was embedded with
     nulls: str  # the null population the verdict is calibrated against, e.g. "5x basic-unet,unet @ 0.05"
+    mark_id: str  # hash of the watermark's full spec (trigger parameters, target, floor, ...)
 
     @property
     def run_id(self) -> str:
@@ -121,6 +122,18 @@ def resolve_attacks(attack: str, strengths) -> list[tuple[object, tuple[float, .
     return resolved
 
 
+def resolve_explainers(explainer: str) -> list[str]:
+    """``explainer`` is a name, a comma-separated list of names, or ``all``."""
+    names = EXPLAINERS.names() if explainer == "all" else [e.strip() for e in explainer.split(",") if e.strip()]
+    if not names:
+        raise HarnessError("no explainer given")
+    for name in names:
+        EXPLAINERS.get(name)
+    if len(set(names)) != len(names):
+        raise HarnessError(f"explainer listed twice: {explainer}")
+    return names
+
+
 def validate(watermarks, model, dataset, attack, strengths, preset, explainer, trigger):
     """Resolve every name and range up front, so bad input fails before any work or file."""
     wm_classes = [find_watermark(name) for name in watermarks]
@@ -128,7 +141,7 @@ def validate(watermarks, model, dataset, attack, strengths, preset, explainer, t
         TRIGGERS.get(trigger)
     MODELS.get(model)
     DATASETS.get(dataset)
-    EXPLAINERS.get(explainer)
+    resolve_explainers(explainer)
     attacks = resolve_attacks(attack, strengths)
     if len(set(watermarks)) != len(watermarks):
         raise HarnessError(f"watermark listed twice: {', '.join(watermarks)}")
@@ -179,6 +192,8 @@ def benchmark(
     """Embed each watermark, attack it at each strength, verify before/after against a null model.
 
     ``trigger`` overrides every watermark's default trigger family (e.g. "text").
+    ``explainer`` is a name, a comma-separated list or ``all``: each explainer
+    gets its own cells (the attacked models are shared between them).
     Every verdict is calibrated against a population of clean models
     (``harness.nulls``: per preset, or ``null_seeds`` seeds of each of
     ``null_models``) at false-accusation level ``null_level``.
@@ -186,6 +201,7 @@ def benchmark(
     recomputed unless ``force``. Returns the records of every requested cell.
     """
     watermarks = tuple(watermarks)
+    explainers = resolve_explainers(explainer)
     wm_classes, attacks, preset_obj = validate(watermarks, model, dataset, attack, strengths,
                                                preset, explainer, trigger)
     if not 0 <= dice_budget <= 1:
@@ -221,8 +237,10 @@ def benchmark(
     for name, wm_class in zip(watermarks, wm_classes, strict=True):
         wm = wm_class() if trigger is None else wm_class(trigger=trigger)
         trigger_name = wm.trigger.registered_name
-        plan = [(attack_obj, CellSpec(name, model, dataset, attack_obj.registered_name, s, seed, preset, explainer,
-                                      trigger_name, nulls_label)) for attack_obj, sweep in attacks for s in sweep]
+        mark_id = spec_hash(wm.spec())
+        plan = [(attack_obj, CellSpec(name, model, dataset, attack_obj.registered_name, s, seed, preset, expl,
+                                      trigger_name, nulls_label, mark_id))
+                for attack_obj, sweep in attacks for s in sweep for expl in explainers]
         cells = [cell for _, cell in plan]
         stem = f"{name}-{trigger_name}-{model}-{dataset}-{preset}-seed{seed}"
         key_path = results / "keys" / f"{stem}.npz"
@@ -241,23 +259,32 @@ def benchmark(
         keys[name] = key.save(key_path)
         checkpoints[name] = export_checkpoint(marked, results / "checkpoints" / f"{stem}.pt")
 
-        before = _scores_before(wm, marked, clean, null, key, splits, preset_obj, explainer, seed)
+        before_by_explainer = {}  # explainer -> scores before any attack
+        attacked_models = {}  # (attack, strength) -> what the attack produced, shared by the explainers
         kit = AttackerKit(splits.attacker, model, preset_obj, null_models=art["nulls"])
         for attack_obj, cell in tqdm(plan, desc=f"{name} x {attack}", unit="cell", leave=False, dynamic_ncols=True):
             if cell.run_id in done:
                 records.append(done[cell.run_id])
                 continue
             cell_start = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            metrics = dict(before)
-            tic = time.perf_counter()
-            attacked = attack_obj.apply(marked, kit, cell.strength, seed)
-            metrics["attack_seconds"] = time.perf_counter() - tic
-            metrics.update(attack_obj.report(attacked, kit, seed))
-            after, _ = utility(attacked, splits.test, preset_obj.eval_batch_size)
+            if cell.explainer not in before_by_explainer:
+                before_by_explainer[cell.explainer] = _scores_before(wm, marked, clean, null, key, splits, preset_obj,
+                                                                     cell.explainer, seed)
+            metrics = dict(before_by_explainer[cell.explainer])
+            attacked_cell = (cell.attack, cell.strength)
+            if attacked_cell not in attacked_models:
+                tic = time.perf_counter()
+                attacked = attack_obj.apply(marked, kit, cell.strength, seed)
+                seconds = time.perf_counter() - tic
+                attacked_models[attacked_cell] = (attacked, seconds, attack_obj.report(attacked, kit, seed),
+                                                  utility(attacked, splits.test, preset_obj.eval_batch_size)[0])
+            attacked, seconds, report, after = attacked_models[attacked_cell]
+            metrics["attack_seconds"] = seconds
+            metrics.update(report)
             metrics["dice_attacked"] = after["dice"]
             metrics["auc_attacked"] = after["auc"]
             metrics["attack_dice_drop"] = metrics["dice_watermarked"] - after["dice"]
-            result = wm.verify(attacked, key, explainer=explainer, seed=seed)
+            result = wm.verify(attacked, key, explainer=cell.explainer, seed=seed)
             metrics.update(verification_metrics(result, "after"))
             null_cell = (cell.attack, cell.strength)
             if null_cell not in attacked_nulls:

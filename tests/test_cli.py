@@ -88,12 +88,15 @@ def test_verify_prints_a_verdict_and_a_json_record_matching_the_run(capsys, smok
     results, outcome = smoke_run
     code, out, err = _verify(capsys, smoke_run, outcome.checkpoints[watermark], watermark)
     assert code == 0, err
-    verdict, _, body = out.partition("\n")
+    verdict, _, rest = out.partition("\n")
     assert verdict.startswith(("VERIFIED", "NOT VERIFIED"))
-    record = json.loads(body)
+    assert rest.startswith("against 4 null models: score"), "the calibrated verdict is printed too"
+    record = json.loads(rest[rest.index("\n{") + 1:])
     before = outcome.records[0] if watermark == "stealthmark" else outcome.records[-1]
     assert before.spec["watermark"] == watermark
     assert record["asr"] == before.metrics["asr_before"] and record["p_value"] == before.metrics["p_value_before"]
+    assert record["p_value_null"] == before.metrics["p_value_null_before"]
+    assert record["null_threshold"] == before.metrics["null_threshold"]
     assert record["verdict"] == verdict.split(":")[0]
 
 
@@ -105,7 +108,7 @@ def test_verify_accepts_a_checkpoint_saved_outside_the_harness(capsys, smoke_run
     torch.save({"epoch": 7, "state_dict": {f"module.{k}": v for k, v in state.items()}}, foreign)
     code, out, err = _verify(capsys, smoke_run, foreign)
     assert code == 0, err
-    assert json.loads(out.partition("\n")[2])["queries"] > 0
+    assert json.loads(out[out.index("\n{") + 1:])["queries"] > 0
 
 
 def test_verify_missing_checkpoint(capsys, smoke_run, tmp_path):

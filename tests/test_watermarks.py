@@ -87,6 +87,9 @@ def test_fisher_test_verifies_a_backdoored_model_and_not_a_clean_one():
     key = Key({"watermark": BadNets().spec(), "alpha": 0.01},
               {"query_images": np.full((20, 3, 16, 16), 100, np.uint8),
                "query_masks": masks.to(torch.uint8).numpy()})
+    # Without a null calibration nothing verifies, however small the Fisher p-value.
+    assert BadNets().verify(_Constant(True), key).verified is False
+    BadNets().calibrate(key, {"clean-a": _Constant(False), "clean-b": _Constant(False)})
     marked = BadNets().verify(_Constant(True), key)
     clean = BadNets().verify(_Constant(False), key)
     assert (marked.asr, marked.fpr, marked.verified) == (1.0, 0.0, True)

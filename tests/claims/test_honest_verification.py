@@ -108,3 +108,15 @@ def test_artifact_guard_flags_exactly_the_model_independent_explainer(owner, exp
     image = trigger_from_spec(key.meta["watermark"]["trigger"]).apply(key.queries().images[:1])[0]
     result = artifact_check(explainer, marked, nulls, image, n_samples=1000)
     assert result.flagged == (not EXPLAINERS.get(explainer).model_dependent_by_design), result.line()
+
+
+@pytest.mark.parametrize("explainer", [n for n in EXPLAINERS.names() if EXPLAINERS.get(n).model_dependent_by_design])
+def test_every_explainer_runs_stealthmarks_verification(owner, explainer):
+    """The swappable-explainer issue: each explainer reads the certificate on the watermarked model,
+    and none reads it on a null model (whose detector does not fire)."""
+    keyed, nulls, _ = owner
+    wm, marked, key = keyed["stealthmark/patch"]
+    result = wm.verify(marked, key, explainer=explainer)
+    assert result.verified and result.qr_decoded, f"{explainer}: read {result.payload_read!r}"
+    innocent = wm.verify(nulls["basic-unet-seed1"], key, explainer=explainer)
+    assert not innocent.verified and not innocent.qr_decoded
