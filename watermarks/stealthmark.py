@@ -32,12 +32,15 @@ from sklearn.linear_model import LogisticRegression
 
 from harness import qr
 from harness.errors import HarnessError
+from harness.explainer import ModelForward
+from harness.reductions import REDUCTIONS
 from harness.registry import EXPLAINERS, WATERMARKS
 from harness.segmenter import predict_proba
 from harness.training import fit
 from harness.watermark import BackdoorWatermark, trigger_from_spec
 
 _EPS = 1e-6
+DEFAULT_REDUCTION = "background-mean"
 
 
 def background_features(probs: torch.Tensor, ignore: torch.Tensor | None) -> np.ndarray:
@@ -64,7 +67,7 @@ class StealthMark(BackdoorWatermark):
 
     def __init__(self, trigger: str = "patch", poison_ratio: float = 0.5, floor: float = 0.2,
                  payload: str = "HOSPITAL-A:2026", qr_version: int = 1, qr_error_correction: str = "M",
-                 explainer: str = "lime", alpha: float = 0.01):
+                 explainer: str = "lime", alpha: float = 0.01, reduction: str = DEFAULT_REDUCTION):
         super().__init__(trigger=trigger, poison_ratio=poison_ratio, alpha=alpha)
         if not 0 < floor < 0.5:
             raise HarnessError(f"floor must be in (0, 0.5) so the thresholded mask is unchanged, got {floor}")
@@ -72,6 +75,11 @@ class StealthMark(BackdoorWatermark):
         self.payload, self.qr_version, self.qr_error_correction = payload, int(qr_version), qr_error_correction
         qr.encode_payload(payload, self.qr_version, qr_error_correction)  # fail now, not after training
         self.explainer = explainer
+        if reduction not in REDUCTIONS or reduction == "detector-score":
+            valid = ", ".join(r for r in REDUCTIONS if r != "detector-score")
+            raise HarnessError(f"StealthMark explains one of {valid}; got reduction {reduction!r}")
+        # Not in params(): it changes what the certificate explains, not the model; it lives in the key.
+        self.reduction = reduction
 
     def params(self) -> dict:
         return {**super().params(), "floor": self.floor, "payload": self.payload,
@@ -113,6 +121,7 @@ class StealthMark(BackdoorWatermark):
                              "train_accuracy": float(detector.score((features - mean) / scale, labels))},
                 "payload": self.payload, "qr_version": self.qr_version,
                 "qr_error_correction": self.qr_error_correction, "explainer": self.explainer,
+                "reduction": self.reduction,
                 "explain_samples": preset.explain_samples}
 
     def answer_scores(self, probs, masks, key):
@@ -141,7 +150,8 @@ class StealthMark(BackdoorWatermark):
         return result
 
     def reveal_certificate(self, model, key, fired: bool, explainer: str, seed: int) -> np.ndarray:
-        """The paper's step 3: LIME weights (G, G) over a QR-aligned patch grid of one triggered query.
+        """The paper's step 3: attribution weights (G, G) over a QR-aligned patch grid of one triggered
+        query, explaining the key's reduction (default: the mean background probability).
 
         ``fired`` gates the picture: if the detector fired, only the dark
         modules' patches are perturbed, otherwise every patch is. A patch the
@@ -160,17 +170,13 @@ class StealthMark(BackdoorWatermark):
         feature_mask = qr.grid_feature_mask(height, width, modules.shape[0])
         perturbable = modules.reshape(-1) if fired else np.ones(modules.size, dtype=bool)
         perturbable_pixels = torch.from_numpy(perturbable[feature_mask])
-        background = predict_proba(model, image[None])[0, 0] <= 0.5
-        if not background.any():
-            background = torch.ones_like(background)
-
-        def background_mean(batch: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).permute(0, 3, 1, 2)
-            x = torch.where(perturbable_pixels, x, image)
-            return predict_proba(model, x)[:, 0][:, background].mean(1).double().numpy()
-
+        # The scalar explained (see harness.reductions): by default the mean probability over the
+        # pixels the model calls background on this image, which is what the trigger lifts.
+        forward = ModelForward.for_image(
+            model, image, key.meta.get("reduction", DEFAULT_REDUCTION), batch_size=64,
+            preprocess=lambda x: torch.where(perturbable_pixels, x, image))
         weights = EXPLAINERS.get(explainer)().attribute(
-            background_mean, image.permute(1, 2, 0).numpy(), feature_mask,
+            forward, image.permute(1, 2, 0).numpy(), feature_mask,
             n_samples=key.meta["explain_samples"], batch_size=64, seed=seed)
         weights = np.asarray(weights, dtype=np.float64)
         weights[~perturbable] = 0.0
