@@ -30,7 +30,18 @@ pytestmark = pytest.mark.claims
 STEALTHMARK_TRIGGERS = ("patch", "text", "border", "noise", "warp", "blend")
 HELD_OUT = 6
 # Measured at seed 0 (README, "Honest verification"); strict: a met bar turns the test red.
-STEALTH_BAR_MISSES = {}
+_MISS = ("bar not met at tiny scale: measured flip_rate {} (seed 0) vs flip_rate_clean {}; "
+         "README 'Honest verification'. strict: turns red once met")
+STEALTH_BAR_MISSES = {
+    "patch": _MISS.format(0.0103, 0.0020),
+    "text": _MISS.format(0.0106, 0.0168),
+    "border": _MISS.format(0.0171, 0.0181),
+    "noise": _MISS.format(0.0122, 0.0013),
+    # Full-image triggers: compared with the clean model's mask on the same triggered image, whose
+    # disagreement with the watermarked model on benign images (flip_rate_clean) is a floor.
+    "warp": _MISS.format(0.0387, 0.0327),
+    "blend": _MISS.format(0.0440, 0.0326),
+}
 
 
 @pytest.fixture(scope="module")
