@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from harness.attack import Attack, weight_layers
-from harness.errors import HarnessError
 from harness.registry import ATTACKS
 
 
@@ -44,13 +43,7 @@ class Quantize(Attack):
     strength_range = (2, 16)
     default_strengths = (8, 4)
     presets = {"int8": 8, "int4": 4}
-
-    def check_strength(self, strength):
-        bits = super().check_strength(strength)
-        if not bits.is_integer():
-            raise HarnessError(f"strength {strength:g} is not valid for attack {self.registered_name!r}: "
-                               f"{self.strength_name} must be a whole number")
-        return bits
+    integer_strength = True
 
     def apply(self, model, kit, strength, seed):
         bits = int(self.check_strength(strength))

@@ -16,13 +16,21 @@ direction and counts as the zero vector.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from harness.cache import ArtifactCache
+from harness.calibration import DEFAULT_LEVEL
+from harness.data import make_splits
 from harness.explainer import ModelForward
 from harness.feature_masks import make_feature_mask
-from harness.registry import EXPLAINERS
+from harness.nulls import null_population, population_spec, same_architecture
+from harness.presets import get_preset
+from harness.registry import DATASETS, EXPLAINERS, MODELS, find_watermark
+from harness.runner import embedded_model_and_key, resolve_explainers
+from harness.watermark import trigger_from_spec
 
 DEFAULT_MASK = "grid:16"  # the public code's 16 x 16 grid
 
@@ -98,11 +106,10 @@ def save_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], null_name: str
     by ``qr.render_modules`` for certificates; colour scales are per picture, because only the
     pattern matters.
     """
-    import matplotlib
+    import matplotlib  # here, not at the top: only the figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pathlib import Path
 
     fig, axes = plt.subplots(len(panels), 2, figsize=(6, 3 * len(panels)), squeeze=False)
     for row, (title, on_marked, on_null) in enumerate(panels):
@@ -124,27 +131,14 @@ def save_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], null_name: str
 def guard(watermark: str = "stealthmark", explainers=("lime", "reference-grid-lime"), model: str = "basic-unet",
           dataset: str = "synthetic-polyp", preset: str = "tiny", seed: int = 0, mask: str = DEFAULT_MASK,
           n_samples: int = 1000, results="results", figure=None, null_seeds=None, null_models=None,
-          null_level: float | None = None, log=print):
+          null_level: float = DEFAULT_LEVEL, log=print):
     """``harness guard``: check each explainer on the watermarked model against the null population,
     and draw the watermark's certificate and each explainer's picture, watermarked next to null.
 
     Models and keys come from (or go to) ``results``'s cache, exactly as ``run`` makes them.
     Returns (one GuardResult per explainer, the figure's path).
     """
-    from pathlib import Path
-
-    from harness.cache import ArtifactCache
-    from harness.calibration import DEFAULT_LEVEL
-    from harness.data import make_splits
-    from harness.nulls import null_population, population_spec
-    from harness.presets import get_preset
-    from harness.registry import DATASETS, MODELS, find_watermark
-    from harness.runner import embedded_model_and_key
-    from harness.watermark import trigger_from_spec
-
-    explainers = EXPLAINERS.names() if list(explainers) == ["all"] else list(explainers)
-    for name in explainers:
-        EXPLAINERS.get(name)
+    explainers = resolve_explainers(",".join(explainers))
     wm = find_watermark(watermark)()
     preset_obj = get_preset(preset)
     MODELS.get(model)
@@ -156,10 +150,9 @@ def guard(watermark: str = "stealthmark", explainers=("lime", "reference-grid-li
     cache = ArtifactCache(Path(results) / "cache")
     splits = make_splits(dataset, preset_obj, seed)
     nulls = null_population(cache, dataset, preset_obj, seed, spec, log=log)
-    marked, key = embedded_model_and_key(cache, wm, model, dataset, preset_obj, seed, splits, nulls,
-                                         DEFAULT_LEVEL if null_level is None else null_level)
+    marked, key = embedded_model_and_key(cache, wm, model, dataset, preset_obj, seed, splits, nulls, null_level)
     image = trigger_from_spec(key.meta["watermark"]["trigger"]).apply(key.queries().images[:1])[0]
-    null_name = next((n for n in nulls if n.startswith(f"{model}-seed")), next(iter(nulls)))
+    null_name = same_architecture(nulls, model)
     panels = []
     if hasattr(wm, "reveal_certificate"):
         # The certificate as the decoder reads it: a module is dark where its patch has any weight.

@@ -43,6 +43,7 @@ class Attack:
     strength_range: tuple[float, float] = (0.0, 1.0)  # inclusive bounds
     default_strengths: tuple[float, ...] = ()
     presets: dict[str, float] = {}  # name -> strength, used as "<attack>.<preset>"
+    integer_strength = False  # True: the strength counts something (epochs, bits, pixels)
 
     def apply(self, model: nn.Module, kit: AttackerKit, strength: float, seed: int) -> nn.Module:
         raise NotImplementedError
@@ -60,6 +61,9 @@ class Attack:
             raise HarnessError(
                 f"strength {strength:g} is out of range for attack {self.registered_name!r}: "
                 f"{self.strength_name} must be in [{low:g}, {high:g}]")
+        if self.integer_strength and not float(strength).is_integer():
+            raise HarnessError(f"strength {strength:g} is not valid for attack {self.registered_name!r}: "
+                               f"{self.strength_name} must be a whole number")
         return float(strength)
 
 

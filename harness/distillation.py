@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.attack import Attack, AttackerKit
-from harness.errors import HarnessError
 from harness.presets import TrainConfig
 from harness.segmenter import Segmenter, build_model, predict_proba
 from harness.training import fit, seed_everything
@@ -72,6 +71,7 @@ class DistillationAttack(Attack):
     family = "distillation"
     strength_name = "student training epochs"
     strength_range = (1, 1000)
+    integer_strength = True
     hard: bool = False
     default_student: str | None = None
 
@@ -81,13 +81,6 @@ class DistillationAttack(Attack):
 
     def params(self) -> dict:
         return {"lr": self.lr, "student": self.student}
-
-    def check_strength(self, strength):
-        epochs = super().check_strength(strength)
-        if not epochs.is_integer():
-            raise HarnessError(f"strength {strength:g} is not valid for attack {self.registered_name!r}: "
-                               f"{self.strength_name} must be a whole number")
-        return epochs
 
     def apply(self, model, kit, strength, seed):
         epochs = int(self.check_strength(strength))

@@ -95,20 +95,12 @@ class InputTransformAttack(Attack):
     """
 
     family = "input-transform"
-    integer_strength = False
 
     def transform(self, strength: float) -> A.BasicTransform:
         raise NotImplementedError
 
     def output_transform(self, strength: float) -> A.BasicTransform | None:
         return None
-
-    def check_strength(self, strength: float) -> float:
-        value = super().check_strength(strength)
-        if self.integer_strength and not value.is_integer():
-            raise HarnessError(f"strength {strength:g} is not valid for attack {self.registered_name!r}: "
-                               f"{self.strength_name} must be a whole number")
-        return value
 
     def apply(self, model, kit, strength, seed):
         strength = self.check_strength(strength)

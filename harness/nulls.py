@@ -77,6 +77,12 @@ def members(spec: NullPopulationSpec, seed: int, held_out: int = 0) -> list[Null
             for k, model in ((i * spec.seeds + j, m) for i, m in enumerate(spec.models) for j in range(spec.seeds))]
 
 
+def same_architecture(population: dict, model_name: str) -> str:
+    """The name of the first member with the suspect's architecture (else the first member):
+    the single null model the ``null_*`` columns and the guard's figure show."""
+    return next((n for n in population if n.startswith(f"{model_name}-seed")), next(iter(population)))
+
+
 def train_clean(cache: ArtifactCache, model_name: str, dataset: str, preset: Preset, seed: int,
                 split: Split, kind: str, extra: dict | None = None, log=None) -> torch.nn.Module:
     """A model trained without any mark (cached by everything that determines it)."""

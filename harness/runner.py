@@ -35,7 +35,7 @@ from harness.records import HARNESS_VERSION, RunRecord, load_records
 from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, TRIGGERS, find_watermark
 from harness.segmenter import build_model, predict_proba
 from harness.attack import AttackerKit
-from harness.nulls import null_population, population_spec, train_clean
+from harness.nulls import null_population, population_spec, same_architecture, train_clean
 from harness.training import seed_everything
 from harness.watermark import Key, Verification
 
@@ -228,7 +228,7 @@ def benchmark(
             log(f"null population: {nulls_label}")
             shared["nulls"] = null_population(cache, dataset, preset_obj, seed, nulls_spec, log=log)
             # The single null of the null_* columns: the first member with the suspect's architecture.
-            first = next((n for n in shared["nulls"] if n.startswith(f"{model}-seed")), next(iter(shared["nulls"])))
+            first = same_architecture(shared["nulls"], model)
             shared["null"] = shared["nulls"][first]
             checkpoints["null"] = export_checkpoint(
                 shared["null"], results / "checkpoints" / f"null-{preset}-{first}.pt")
