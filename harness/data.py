@@ -1,16 +1,43 @@
 """Seeded, disjoint data splits drawn from a registered dataset.
 
-Image ``i`` of a procedural dataset depends only on ``(seed, i)``, so disjoint
-index ranges give disjoint splits, and null models get images from a range no
-owner or attacker ever sees.
+Two kinds of dataset, told apart by ``__len__`` (see :func:`is_finite`):
+
+* **Procedural** (``synthetic-*``; no ``__len__``, no ``--data-dir``): image ``i``
+  depends only on ``(seed, i)`` and the index range is unbounded, so disjoint
+  index ranges give disjoint splits, and null models get images from a range no
+  owner or attacker ever sees. This path is bit-identical to what cached models
+  were trained on.
+* **Finite** (folder loaders such as ``kvasir``; ``__len__``, ``needs_root = True``):
+  a permutation seeded by the run seed is cut into owner_train / owner_verify /
+  attacker / test in the preset's proportions (capped at the preset's sizes).
+  A null model is an independent party: it must never see the owner's images,
+  and a finite folder has no unseen images left, so null ``k`` trains on a
+  bootstrap resample (seeded by its own seed and ``k``) of the non-owner pool,
+  attacker + test. Resampling gives every null a different training set, as
+  independent parties would have. Two consequences: the nulls' test Dice is
+  optimistic (they saw test images), and nulls share images with the attacker,
+  which makes a stolen model harder, not easier, to tell from a null -- the
+  conservative direction for ownership claims.
+
+The runner and CLI call::
+
+    open_dataset(name, image_size, root=None, options=None) -> dataset
+    make_splits(name, preset, seed, root=None, options=None) -> Splits
+    null_training_set(name, preset, seed, null_index, root=None, options=None, split_seed=None) -> Split
+    dataset_fingerprint(name, root=None, options=None) -> str   # part of every cache key
+
+``split_seed`` is the run seed whose splits the null must avoid; it is required
+for finite datasets (a null's own ``seed`` differs from the run's).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from harness.errors import HarnessError
 from harness.presets import Preset
 from harness.registry import DATASETS
 
@@ -55,15 +82,120 @@ def _draw(dataset, start: int, count: int, seed: int) -> Split:
     return Split(images, masks)
 
 
-def make_splits(dataset_name: str, preset: Preset, seed: int) -> Splits:
-    dataset = DATASETS.get(dataset_name)(image_size=preset.image_size)
+# A finite dataset needs at least this many images to give every split one
+# (owner_verify two: half fits the detector, half are queries).
+MIN_FINITE_IMAGES = 8
+_MIN_PER_SPLIT = (1, 2, 1, 1)
+# Salts keep these streams apart from any other use of the run seed.
+_SPLIT_SALT, _NULL_SALT = 0x5B117, 0x4E011
+
+
+def is_finite(dataset) -> bool:
+    """A folder dataset (has ``__len__``) rather than a procedural one (unbounded index range)."""
+    return hasattr(dataset, "__len__")
+
+
+def open_dataset(name: str, image_size: int, root: str | None = None, options: dict | None = None):
+    """The registered dataset ``name`` built at ``image_size``; a one-line error for a bad option or --data-dir.
+
+    >>> open_dataset("synthetic-polyp", 32).image_size
+    32
+    >>> open_dataset("synthetic-polyp", 32, options={"colour": "red"})
+    Traceback (most recent call last):
+    ...
+    harness.errors.HarnessError: dataset 'synthetic-polyp' has no option 'colour'; valid options: (none)
+    """
+    cls = DATASETS.get(name)
+    options = dict(options or {})
+    valid = list(getattr(cls, "OPTIONS", {}))
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise HarnessError(f"dataset {name!r} has no option {unknown[0]!r}; valid options: "
+                           f"{', '.join(valid) or '(none)'}")
+    if getattr(cls, "needs_root", False):
+        return cls(image_size=image_size, root=root, **options)
+    if root is not None:
+        raise HarnessError(f"dataset {name!r} is generated procedurally and takes no --data-dir")
+    return cls(image_size=image_size, **options)
+
+
+def dataset_fingerprint(name: str, root: str | None = None, options: dict | None = None) -> str:
+    """Identifies the data a model was trained on: for a folder, a hash of its files and the options.
+
+    Procedural datasets without ``fingerprint()`` (``synthetic-polyp``) are identified by
+    their name alone, as cache keys always did.
+    """
+    dataset = open_dataset(name, 48, root=root, options=options)
+    fingerprint = getattr(dataset, "fingerprint", None)
+    return f"{name}:{fingerprint()}" if fingerprint is not None else name
+
+
+def split_indices(n: int, preset: Preset, seed: int) -> list[list[int]]:
+    """Indices of owner_train, owner_verify, attacker and test for a finite dataset of ``n`` images.
+
+    A seeded permutation, cut in the preset's proportions; each part is capped at
+    the preset's size, so a large folder gives exactly the preset's split sizes.
+
+    >>> from harness.presets import PRESETS
+    >>> [len(p) for p in split_indices(20, PRESETS["smoke"], seed=0)]
+    [9, 7, 2, 2]
+    """
+    targets = [preset.owner_train, preset.owner_verify, preset.attacker, preset.test]
+    total = sum(targets)
+    if n >= total:
+        sizes = targets
+    else:
+        ideal = [n * t / total for t in targets]
+        sizes = [max(m, int(i)) for m, i in zip(_MIN_PER_SPLIT, ideal, strict=True)]
+        while sum(sizes) > n:  # minimums pushed us over: take from the largest part above its minimum
+            k = max(range(4), key=lambda j: (sizes[j] - _MIN_PER_SPLIT[j], -j))
+            sizes[k] -= 1
+        while sum(sizes) < n:  # largest remainder first
+            k = max(range(4), key=lambda j: (ideal[j] - sizes[j], -j))
+            sizes[k] += 1
+    order = np.random.default_rng([int(seed), _SPLIT_SALT]).permutation(n).tolist()
+    starts = [sum(sizes[:i]) for i in range(4)]
+    return [order[s:s + k] for s, k in zip(starts, sizes, strict=True)]
+
+
+def _finite_parts(dataset, name: str, preset: Preset, seed: int) -> list[list[int]]:
+    n = len(dataset)
+    if n < MIN_FINITE_IMAGES:
+        raise HarnessError(f"dataset {name!r} at {getattr(dataset, 'root', '?')} has {n} images; at least "
+                           f"{MIN_FINITE_IMAGES} are needed to split them into owner, attacker and test sets")
+    return split_indices(n, preset, seed)
+
+
+def _load(dataset, indices: list[int]) -> Split:
+    images, masks = dataset.generate(indices, 0)
+    return Split(images, masks)
+
+
+def make_splits(dataset_name: str, preset: Preset, seed: int, root: str | None = None,
+                options: dict | None = None) -> Splits:
+    dataset = open_dataset(dataset_name, preset.image_size, root=root, options=options)
+    if is_finite(dataset):
+        return Splits(*(_load(dataset, part) for part in _finite_parts(dataset, dataset_name, preset, seed)))
     sizes = [preset.owner_train, preset.owner_verify, preset.attacker, preset.test]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     return Splits(*(_draw(dataset, s, n, seed) for s, n in zip(starts, sizes, strict=True)))
 
 
-def null_training_set(dataset_name: str, preset: Preset, seed: int, null_index: int) -> Split:
-    """Training images for the ``null_index``-th null model: same distribution, no shared image."""
-    dataset = DATASETS.get(dataset_name)(image_size=preset.image_size)
+def null_training_set(dataset_name: str, preset: Preset, seed: int, null_index: int, root: str | None = None,
+                      options: dict | None = None, split_seed: int | None = None) -> Split:
+    """Training images for the ``null_index``-th null model: same distribution, no image of the owner's.
+
+    Procedural: a block of fresh images far beyond every split. Finite: a bootstrap
+    resample, seeded by ``(seed, null_index)``, of the attacker + test images of the
+    run seeded ``split_seed``, as many as the owner trained on.
+    """
+    dataset = open_dataset(dataset_name, preset.image_size, root=root, options=options)
+    if is_finite(dataset):
+        if split_seed is None:
+            raise ValueError("null_training_set on a finite dataset needs split_seed (the run seed)")
+        owner_train, _, attacker, test = _finite_parts(dataset, dataset_name, preset, split_seed)
+        pool = np.array(sorted(attacker + test))
+        rng = np.random.default_rng([int(seed), int(null_index), _NULL_SALT])
+        return _load(dataset, rng.choice(pool, size=len(owner_train), replace=True).tolist())
     start = NULL_DATA_OFFSET + null_index * preset.owner_train
     return _draw(dataset, start, preset.owner_train, seed)
