@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from monai.networks.nets import AttentionUnet
+
+from harness.presets import require_known_preset
+from harness.registry import MODELS
+
+# (channels, strides). paper: the widths of MONAI's AttentionUnet examples, five levels and
+# four halvings (16x16 bottleneck at 256). tiny/smoke keep the five levels and narrow the widths:
+# four halvings take 48 -> 3 and 32 -> 2, both whole, so no padding wrapper is needed
+# (every preset size is a multiple of 16).
+CONFIGS = {
+    "smoke": ((4, 8, 16, 32, 64), (2, 2, 2, 2)),
+    "tiny": ((8, 16, 32, 64, 128), (2, 2, 2, 2)),
+    "paper": ((16, 32, 64, 128, 256), (2, 2, 2, 2)),
+}
+
+
+@MODELS.register("attention-unet")
+def attention_unet(preset: str = "tiny"):
+    """MONAI AttentionUnet (attention-gated skips), 2D, 3 input channels, 1 logit channel (tiny: 0.5M parameters)."""
+    require_known_preset(preset, CONFIGS)
+    channels, strides = CONFIGS[preset]
+    return AttentionUnet(spatial_dims=2, in_channels=3, out_channels=1, channels=channels, strides=strides)

@@ -1,0 +1,228 @@
+"""The registered segmentation networks, and our SAM ViT image encoder against the official layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.models._sam_vit import (VIT_B, Attention, Block, SamImageEncoder, SamViTConfig,
+                                     load_sam_image_encoder, window_partition, window_unpartition)
+from harness.models.sam import CONFIGS as SAM_CONFIGS
+from harness.models.swin_unetr import PadToMultiple
+from harness.registry import MODELS
+
+PAPER_MODELS = ["attention-unet", "segresnet", "swin-unetr", "unetr", "sam"]
+
+# Tiny parameter counts, counted when the presets were chosen (see each plugin's comments).
+TINY_PARAMS = {
+    "attention-unet": (0.4e6, 0.6e6),  # 0.50M
+    "segresnet": (0.3e6, 0.5e6),  # 0.40M
+    "swin-unetr": (1.4e6, 1.7e6),  # 1.58M: MONAI's feature_size floor of 12
+    "unetr": (0.6e6, 0.8e6),  # 0.70M
+    "sam": (0.4e6, 0.6e6),  # 0.52M
+}
+
+
+# Parameters that exist but never enter the forward pass, so get no gradient by design:
+# MONAI's TransformerBlock (UNETR's ViT) always builds a ``norm_cross_attn`` LayerNorm, used
+# only when with_cross_attention=True, which UNETR never sets.
+UNUSED = {"unetr": ".norm_cross_attn."}
+
+
+def count(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_the_papers_five_models_are_registered():
+    assert set(PAPER_MODELS) <= set(MODELS.names())
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("preset,size", [("smoke", 32), ("tiny", 48)])
+def test_logits_match_the_input_size_and_every_parameter_learns(name, preset, size):
+    torch.manual_seed(0)
+    net = MODELS.get(name)(preset).train()
+    out = net(torch.rand(2, 3, size, size))
+    assert out.shape == (2, 1, size, size)
+    out.square().mean().backward()
+    no_grad = [n for n, p in net.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())
+               and not (name in UNUSED and UNUSED[name] in n)]
+    assert not no_grad, f"{name} parameters without gradient: {no_grad[:5]}"
+
+
+@pytest.mark.parametrize("name", sorted(TINY_PARAMS))
+def test_tiny_parameter_count(name):
+    low, high = TINY_PARAMS[name]
+    assert low <= count(MODELS.get(name)("tiny")) <= high
+
+
+@pytest.mark.parametrize("name", PAPER_MODELS)
+def test_unknown_preset_is_a_one_line_error(name):
+    with pytest.raises(HarnessError, match="did you mean 'tiny'"):
+        MODELS.get(name)("tinny")
+
+
+def test_unetr_names_its_fixed_input_size():
+    net = MODELS.get("unetr")("tiny")
+    with pytest.raises(HarnessError, match="48x48.*got 32x32"):
+        net(torch.rand(1, 3, 32, 32))
+
+
+def test_pad_wrapper_crops_back_exactly():
+    identity = PadToMultiple(torch.nn.Identity(), 32, min_size=64)
+    for size in (32, 48, 64, 70):
+        x = torch.rand(1, 3, size, size + 2)
+        assert torch.equal(identity(x), x)
+
+
+# -- SAM ----------------------------------------------------------------------------------------
+
+def official_layout(c: int, depth: int, heads: int, window: int, global_blocks, grid: int, patch: int,
+                    out: int) -> dict[str, tuple[int, ...]]:
+    """Segment Anything's image_encoder.* keys and shapes, written out from the published layout."""
+    hd = c // heads
+    shapes = {"patch_embed.proj.weight": (c, 3, patch, patch), "patch_embed.proj.bias": (c,),
+              "pos_embed": (1, grid, grid, c)}
+    for i in range(depth):
+        rel = 2 * (grid if i in global_blocks else window) - 1
+        p = f"blocks.{i}."
+        shapes.update({p + "norm1.weight": (c,), p + "norm1.bias": (c,),
+                       p + "attn.qkv.weight": (3 * c, c), p + "attn.qkv.bias": (3 * c,),
+                       p + "attn.proj.weight": (c, c), p + "attn.proj.bias": (c,),
+                       p + "attn.rel_pos_h": (rel, hd), p + "attn.rel_pos_w": (rel, hd),
+                       p + "norm2.weight": (c,), p + "norm2.bias": (c,),
+                       p + "mlp.lin1.weight": (4 * c, c), p + "mlp.lin1.bias": (4 * c,),
+                       p + "mlp.lin2.weight": (c, 4 * c), p + "mlp.lin2.bias": (c,)})
+    shapes.update({"neck.0.weight": (out, c, 1, 1), "neck.1.weight": (out,), "neck.1.bias": (out,),
+                   "neck.2.weight": (out, out, 3, 3), "neck.3.weight": (out,), "neck.3.bias": (out,)})
+    return shapes
+
+
+def test_paper_sam_encoder_has_the_official_vit_b_layout():
+    with torch.device("meta"):  # 90M parameters, none allocated
+        net = MODELS.get("sam")("paper")
+    got = {k: tuple(v.shape) for k, v in net.image_encoder.state_dict().items()}
+    expected = official_layout(768, 12, 12, 14, (2, 5, 8, 11), 64, 16, 256)
+    assert got == expected
+    # The literal facts, so a typo in official_layout cannot hide one here.
+    assert got["blocks.0.attn.rel_pos_h"] == (27, 64) and got["blocks.2.attn.rel_pos_w"] == (127, 64)
+    assert got["blocks.11.attn.qkv.weight"] == (2304, 768) and got["blocks.5.mlp.lin1.weight"] == (3072, 768)
+    assert got["pos_embed"] == (1, 64, 64, 768) and got["neck.2.weight"] == (256, 256, 3, 3)
+    assert set(net.state_dict()) == {f"image_encoder.{k}" for k in expected} | {"head.weight", "head.bias"}
+    assert 89e6 < count(net.image_encoder) < 90e6  # ViT-B's image encoder: 89.7M
+
+
+def tiny_layout() -> dict[str, tuple[int, ...]]:
+    cfg = SAM_CONFIGS["tiny"]
+    return official_layout(cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.window_size, cfg.global_attn_indexes,
+                           cfg.grid, cfg.patch_size, cfg.out_chans)
+
+
+def official_style_checkpoint(path, drop=None, reshape=None):
+    """A state dict laid out like sam_vit_*.pth for the tiny config: image encoder, prompt encoder, mask decoder."""
+    gen = torch.Generator().manual_seed(1)
+    state = {f"image_encoder.{k}": torch.randn(s, generator=gen) for k, s in tiny_layout().items()}
+    state["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = torch.randn(2, 128)
+    state["mask_decoder.iou_token.weight"] = torch.randn(1, 256)
+    state["mask_decoder.output_upscaling.0.weight"] = torch.randn(256, 64, 2, 2)
+    if drop:
+        del state[drop]
+    if reshape:
+        state[reshape] = torch.randn(3, 3)
+    torch.save(state, path)
+    return state
+
+
+def test_sam_loads_the_image_encoder_entries_of_an_official_style_checkpoint(tmp_path):
+    path = tmp_path / "sam_tiny.pth"
+    state = official_style_checkpoint(path)
+    net = MODELS.get("sam")("tiny")
+    assert set(net.image_encoder.state_dict()) == set(tiny_layout())
+    load_sam_image_encoder(net, path)
+    for key, value in net.image_encoder.state_dict().items():
+        assert torch.equal(value, state[f"image_encoder.{key}"]), key
+    # The factory's checkpoint= does the same; the head stays freshly initialised.
+    torch.manual_seed(0)
+    loaded = MODELS.get("sam")("tiny", checkpoint=str(path))
+    assert torch.equal(loaded.image_encoder.blocks[3].attn.rel_pos_w, state["image_encoder.blocks.3.attn.rel_pos_w"])
+    assert loaded(torch.rand(1, 3, 48, 48)).shape == (1, 1, 48, 48)
+
+
+@pytest.mark.parametrize("drop,reshape,match", [
+    ("image_encoder.blocks.2.attn.rel_pos_h", None, r"lacks image_encoder\.blocks\.2\.attn\.rel_pos_h"),
+    (None, "image_encoder.neck.0.weight", r"image_encoder\.neck\.0\.weight has shape \(3, 3\)"),
+    (None, "image_encoder.blocks.9.attn.qkv.weight", r"unexpected image_encoder\.blocks\.9\.attn\.qkv\.weight"),
+])
+def test_a_mismatched_checkpoint_is_a_one_line_error_naming_the_key(tmp_path, drop, reshape, match):
+    path = tmp_path / "bad.pth"
+    official_style_checkpoint(path, drop=drop, reshape=reshape)
+    with pytest.raises(HarnessError, match=match) as info:
+        load_sam_image_encoder(MODELS.get("sam")("tiny"), path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_non_checkpoint_file_is_a_one_line_error_naming_the_file(tmp_path):
+    junk = tmp_path / "notes.pth"
+    junk.write_text("not a checkpoint\n")
+    for source, match in ((junk, "notes.pth"), (tmp_path / "missing.pth", "missing.pth")):
+        with pytest.raises(HarnessError, match=match) as info:
+            MODELS.get("sam")("tiny", checkpoint=source)
+        assert "\n" not in str(info.value)
+    other = tmp_path / "unet.pth"
+    torch.save(MODELS.get("unet")("smoke").state_dict(), other)
+    with pytest.raises(HarnessError, match="no 'image_encoder.*' entries"):
+        load_sam_image_encoder(MODELS.get("sam")("tiny"), other)
+
+
+def test_a_checkpoint_holding_code_is_refused(tmp_path):
+    path = tmp_path / "pickled.pth"
+    torch.save({"image_encoder.x": torch.zeros(1), "hook": PadToMultiple}, path)
+    with pytest.raises(HarnessError, match="pickled.pth"):
+        load_sam_image_encoder(MODELS.get("sam")("tiny"), path)
+
+
+def test_windowed_attention_equals_global_when_one_window_covers_the_grid():
+    torch.manual_seed(0)
+    dim, heads, grid = 16, 2, 6
+    windowed = Block(dim, heads, 2.0, window_size=grid, grid=grid)
+    full = Block(dim, heads, 2.0, window_size=0, grid=grid)
+    with torch.no_grad():
+        for p in windowed.parameters():  # non-zero relative tables too, so they are exercised
+            p.normal_(0, 0.3)
+    full.load_state_dict(windowed.state_dict())  # same (2*6-1, head_dim) tables either way
+    x = torch.randn(2, grid, grid, dim)
+    torch.testing.assert_close(windowed(x), full(x), rtol=1e-5, atol=1e-5)
+    # Smaller windows really are local: the output differs.
+    local = Block(dim, heads, 2.0, window_size=4, grid=grid)  # 6x6 padded to 8x8, four windows
+    state = windowed.state_dict()
+    state["attn.rel_pos_h"], state["attn.rel_pos_w"] = state["attn.rel_pos_h"][2:-2], state["attn.rel_pos_w"][2:-2]
+    local.load_state_dict(state)
+    assert local(x).shape == x.shape and not torch.allclose(local(x), full(x))
+
+
+def test_window_partition_round_trips_with_padding():
+    x = torch.randn(2, 6, 5, 3)
+    windows, padded = window_partition(x, 4)
+    assert windows.shape == (2 * 2 * 2, 4, 4, 3) and padded == (8, 8)
+    assert torch.equal(window_unpartition(windows, 4, padded, (6, 5)), x)
+
+
+def test_attention_resizes_its_relative_tables_to_the_grid():
+    torch.manual_seed(0)
+    attn = Attention(8, 2, rel_pos_size=4)  # tables for a 4x4 grid, run on 6x6
+    with torch.no_grad():
+        attn.rel_pos_h.normal_()
+    assert attn(torch.randn(1, 6, 6, 8)).shape == (1, 6, 6, 8)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_sam_runs_at_sizes_other_than_its_configured_one(size):
+    torch.manual_seed(0)
+    net = MODELS.get("sam")("tiny")  # configured for 48px: pos_embed and global tables are resized
+    assert net(torch.rand(1, 3, size, size)).shape == (1, 1, size, size)
+    encoder = SamImageEncoder(SamViTConfig(img_size=48, patch_size=8, embed_dim=32, depth=1, num_heads=2,
+                                           out_chans=16, window_size=4, global_attn_indexes=(0,)))
+    assert torch.equal(encoder.position_embedding(6, 6), encoder.pos_embed)
+    assert encoder.position_embedding(4, 8).shape == (1, 4, 8, 32)
+    assert VIT_B.grid == 64
