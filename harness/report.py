@@ -48,7 +48,6 @@ TEXT_COLUMNS = frozenset({"watermark", "role", "trigger", "model", "dataset", "p
                           "explainer", "nulls", "run_id"})
 MARK_FIELDS = ("watermark", "trigger", "model", "dataset", "preset", "seed", "explainer")
 NO_ATTACK = "none"
-DIRECTIONS = {name: direction for name, direction, _ in COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -302,7 +301,6 @@ def _parse_nulls(label: str):
 def _gallery_panels(results: Path, row: dict, n_samples: int) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str]:
     """(title, picture on the watermarked model, picture on a null model) for one mark, from the cache only."""
     from harness.artifact_guard import DEFAULT_MASK, explain
-    from harness.data import make_splits
     from harness.feature_masks import make_feature_mask
     from harness.nulls import members, population_spec, same_architecture, train_null
     from harness.presets import get_preset
@@ -319,8 +317,8 @@ def _gallery_panels(results: Path, row: dict, n_samples: int) -> tuple[list[tupl
     names = {member.name: None for member in chosen}  # the key's spec needs the names only
     null_name = same_architecture(names, row["model"])
     wm = find_watermark(row["watermark"])(trigger=row["trigger"])
-    splits = make_splits(row["dataset"], preset, seed)
-    marked, key = embedded_model_and_key(cache, wm, row["model"], row["dataset"], preset, seed, splits, names, level)
+    # splits=None: only a training run would use them, and the read-only cache never trains.
+    marked, key = embedded_model_and_key(cache, wm, row["model"], row["dataset"], preset, seed, None, names, level)
     null = train_null(cache, next(m for m in chosen if m.name == null_name), row["dataset"], preset)
     panels = []
     explainer = key.meta.get("explainer") or row["explainer"]
@@ -401,7 +399,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #
 .table-wrap{overflow:auto;max-height:70vh;border:1px solid #ccc}
 table{border-collapse:collapse;font-size:12px;white-space:nowrap}
 th,td{border:1px solid #ddd;padding:2px 6px;text-align:right}
-td.text{text-align:left}
+td.text,th.text{text-align:left}
 th{background:#f0f0f0;position:sticky;top:0;cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 tr:nth-child(even) td{background:#fafafa}
@@ -441,19 +439,19 @@ _JS = """
 """
 
 
-def _generated_line() -> str:
+def _generated_day() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     day = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc).date() if epoch else _dt.date.today()
-    return f"{GENERATED_PREFIX}{day.isoformat()} by `harness report`."
+    return day.isoformat()
 
 
 def _summary(table: list[dict], dice_budget: float) -> list[str]:
-    marks = {_mark(r) for r in table}
+    models = {_mark(r)[:-1] for r in table}  # without the explainer
     removed = [r for r in table if _removed(r, dice_budget)]
-    lines = [f"{len(table)} cells, {len({r['watermark'] for r in table})} watermarks and baselines, {len(marks)} "
-             f"watermarked models, {len({r['attack'] for r in table} - {NO_ATTACK})} attacks.",
-             f"Removal budget: a Dice cost of at most {dice_budget:g}. {len(removed)} cells removed the mark "
-             f"(not verified after the attack within the budget)."]
+    lines = [(f"{len(table)} cells, {len({r['watermark'] for r in table})} watermarks and baselines, {len(models)} "
+             f"watermarked models, {len({r['attack'] for r in table} - {NO_ATTACK})} attacks."),
+             (f"Removal budget: a Dice cost of at most {dice_budget:g}. {len(removed)} cells removed the mark "
+             f"(not verified after the attack within the budget).")]
     for r in removed:
         lines.append(f"removed: {r['watermark']} ({r['trigger']}) by {r['attack']} at strength {_fmt(r['strength'])}"
                      f", Dice cost {_fmt(r['attack_dice_drop'])}, ASR after {_fmt(r['asr_after'])}")
@@ -466,11 +464,11 @@ def _md_cell(value) -> str:
 
 def render_markdown(table, figures: list[Figure], notes: list[str], summary: list[str], existing: list[Path],
                     dice_budget: float) -> str:
-    out = ["# Benchmark report", "", _generated_line(), ""]
+    out = ["# Benchmark report", "", f"{GENERATED_PREFIX}{_generated_day()} by `harness report`.", ""]
     out += ["## Summary", ""] + [f"- {line}" for line in summary] + [""]
     out += ["## Leaderboard", "",
-            f"One row per cell ({len(table)} rows), as in `{LEADERBOARD_FILE}` (numbers rounded to 4 significant "
-            f"digits here; column definitions in `README.md`). The HTML report sorts by any column.", ""]
+            (f"One row per cell ({len(table)} rows), as in `{LEADERBOARD_FILE}` (numbers rounded to 4 significant "
+            f"digits here; column definitions in `README.md`). The HTML report sorts by any column."), ""]
     out.append("| " + " | ".join(COLUMN_NAMES) + " |")
     out.append("|" + "|".join("---" if n in TEXT_COLUMNS else "---:" for n in COLUMN_NAMES) + "|")
     out += ["| " + " | ".join(_md_cell(row[n]) for n in COLUMN_NAMES) + " |" for row in table]
@@ -510,13 +508,16 @@ def render_html(table, figures: list[Figure], notes: list[str], summary: list[st
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            "<title>Benchmark report</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
-           "<h1>Benchmark report</h1>", f"<p class=\"generated\">{esc(_generated_line())}</p>",
+           "<h1>Benchmark report</h1>",
+           f'<p class="generated">{GENERATED_PREFIX}{_generated_day()} by <code>harness report</code>.</p>',
            "<h2>Summary</h2>", "<ul>"] + [f"<li>{esc(line)}</li>" for line in summary] + ["</ul>"]
     out += ["<h2>Leaderboard</h2>",
-            f"<p>One row per cell ({len(table)} rows), as in <code>{LEADERBOARD_FILE}</code>. Click a column header "
+            (f"<p>One row per cell ({len(table)} rows), as in <code>{LEADERBOARD_FILE}</code>. Click a column header "
             f"to sort by it, again to reverse. Hover a header for its definition; rows that removed the mark are "
-            f"red.</p>", '<div class="table-wrap"><table class="sortable" id="leaderboard">', "<thead><tr>"]
-    out += [f'<th title="{esc(f"better: {DIRECTIONS[n]}. {text}")}">{esc(n)}</th>' for n, _, text in COLUMNS]
+            f"red.</p>"), '<div class="table-wrap"><table class="sortable" id="leaderboard">', "<thead><tr>"]
+    for name, direction, text in COLUMNS:
+        cls = ' class="text"' if name in TEXT_COLUMNS else ""
+        out.append(f'<th{cls} title="{esc(f"better: {direction}. {text}")}">{esc(name)}</th>')
     out += ["</tr></thead>", "<tbody>"]
     for row in table:
         cls = ' class="removed"' if _removed(row, dice_budget) else ""
@@ -541,8 +542,8 @@ def render_html(table, figures: list[Figure], notes: list[str], summary: list[st
             out += [f'<p class="note"><strong>Note:</strong> {esc(note)}</p>' for note in notes]
             for path in existing:
                 out += [f"<figure><img src=\"{_data_uri(path.read_bytes())}\" alt=\"{esc(path.name)}\">",
-                        f"<figcaption><code>{FIGURES_DIR}/{esc(path.name)}</code>, written by "
-                        f"<code>harness guard</code>.</figcaption></figure>"]
+                        (f"<figcaption><code>{FIGURES_DIR}/{esc(path.name)}</code>, written by "
+                        f"<code>harness guard</code>.</figcaption></figure>")]
         elif not mine:
             out.append('<p class="note"><strong>Note:</strong> nothing to plot: no attacked cells.</p>')
     out += [f"<script>{_JS}</script>", "</body>", "</html>"]
@@ -593,8 +594,8 @@ def write_report(results_dir: str | Path = "results", out_dir: str | Path | None
         shown, notes = gallery_figures(results, table, gallery_samples, log=log)
         figures += shown
     else:
-        notes = ["Gallery unavailable: not rendered in this run (gallery disabled), so no certificates or "
-                 "attribution maps are shown."]
+        notes = [("Gallery unavailable: not rendered in this run (gallery disabled), so no certificates or "
+                 "attribution maps are shown.")]
     existing = [p for p in sorted((results / FIGURES_DIR).glob("*.png")) if _readable_png(p)]
     if not existing:
         notes.append(f"No pictures in {results / FIGURES_DIR} (`harness guard` writes artifact_guard.png there).")
