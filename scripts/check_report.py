@@ -46,16 +46,27 @@ def screenshot(browser: str, page: Path, out: Path, size: str = "1400,1000", tim
     return out
 
 
+def dump_dom(browser: str, page: Path, timeout: float = 120) -> str:
+    """The DOM Chromium has after the page's load event (its scripts have run)."""
+    done = _run(browser, ["--dump-dom", page.resolve().as_uri()], timeout)
+    if "<body" not in done.stdout:
+        raise RuntimeError(f"no DOM dumped (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    return done.stdout
+
+
+def body_attribute(dom: str, name: str) -> str | None:
+    body = re.search(r"<body[^>]*>", dom)
+    value = re.search(rf'\b{re.escape(name)}="([^"]*)"', body.group(0)) if body else None
+    return value.group(1) if value else None
+
+
 def broken_images(browser: str, page: Path, timeout: float = 120) -> tuple[int, int]:
     """(broken pictures, all pictures) in the DOM Chromium has after the page's load event."""
-    done = _run(browser, ["--dump-dom", page.resolve().as_uri()], timeout)
-    dom = done.stdout
-    body = re.search(r"<body[^>]*>", dom)
-    verdict = re.search(r'data-broken-images="(\d+)"', body.group(0)) if body else None
+    dom = dump_dom(browser, page, timeout)
+    verdict = body_attribute(dom, "data-broken-images")
     if verdict is None:
-        raise RuntimeError(f"the page set no data-broken-images on <body> (exit {done.returncode}): "
-                           f"{done.stderr.strip()[-500:]}")
-    return int(verdict.group(1)), len(re.findall(r"<img\b", dom))
+        raise RuntimeError("the page set no data-broken-images on <body>")
+    return int(verdict), len(re.findall(r"<img\b", dom))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -240,6 +240,29 @@ def test_page_renders_in_headless_chromium(report, tmp_path):
     assert check_report.broken_images(browser, broken)[0] == 1
 
 
+# Clicks the "strength" header twice (descending) after load and records the column's order.
+_CLICK = """<script>window.addEventListener('load', function () {
+  var heads = Array.prototype.slice.call(document.querySelectorAll('#leaderboard th'));
+  var col = heads.findIndex(function (h) { return h.textContent === 'strength'; });
+  heads[col].click(); heads[col].click();
+  var rows = Array.prototype.slice.call(document.querySelectorAll('#leaderboard tbody tr'));
+  document.body.setAttribute('data-sorted', rows.map(function (r) { return r.cells[col].textContent; }).join(';'));
+  document.body.setAttribute('data-sort-state', heads[col].getAttribute('aria-sort'));
+});</script></body>"""
+
+
+def test_header_click_sorts_numerically_in_chromium(report, tmp_path):
+    check_report, browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium/chromium-browser/google-chrome binary on PATH (apt-get install -y chromium)")
+    page = tmp_path / "click.html"
+    page.write_text(report.html.read_text().replace("</body>", _CLICK))
+    dom = check_report.dump_dom(browser, page)
+    assert check_report.body_attribute(dom, "data-sort-state") == "descending"
+    order = [float(v) for v in check_report.body_attribute(dom, "data-sorted").split(";")]
+    assert order == sorted((c[4] for c in CELLS), reverse=True)  # 20 before 5: numbers, not strings
+
+
 def test_check_script_without_report_fails_cleanly(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_report.py"), str(tmp_path / "none.html")],
                           check=False, capture_output=True, text=True, timeout=60)
