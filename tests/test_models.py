@@ -226,3 +226,28 @@ def test_sam_runs_at_sizes_other_than_its_configured_one(size):
     assert torch.equal(encoder.position_embedding(6, 6), encoder.pos_embed)
     assert encoder.position_embedding(4, 8).shape == (1, 4, 8, 32)
     assert VIT_B.grid == 64
+
+
+def test_decomposed_relative_positions_match_a_brute_force_reference():
+    # logit(i, j) = q_i.k_j * scale + q_i.Rh[y_i - y_j + S-1] + q_i.Rw[x_i - x_j + S-1], per head.
+    torch.manual_seed(0)
+    dim, heads, size = 8, 2, 3
+    attn = Attention(dim, heads, rel_pos_size=size)
+    with torch.no_grad():
+        attn.rel_pos_h.normal_()
+        attn.rel_pos_w.normal_()
+    x = torch.randn(1, size, size, dim)
+    hd = dim // heads
+    qkv = attn.qkv(x).reshape(size * size, 3, heads, hd)
+    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+    coords = [(y, xx) for y in range(size) for xx in range(size)]
+    out = torch.zeros(size * size, heads, hd)
+    for h in range(heads):
+        logits = torch.zeros(size * size, size * size)
+        for i, (yi, xi) in enumerate(coords):
+            for j, (yj, xj) in enumerate(coords):
+                logits[i, j] = (q[i, h] @ k[j, h]) * hd**-0.5 + q[i, h] @ attn.rel_pos_h[yi - yj + size - 1] \
+                    + q[i, h] @ attn.rel_pos_w[xi - xj + size - 1]
+        out[:, h] = logits.softmax(-1) @ v[:, h]
+    expected = attn.proj(out.reshape(1, size, size, dim))
+    torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)

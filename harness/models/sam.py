@@ -25,6 +25,8 @@ from harness.registry import MODELS
 #   to 8x8 = 4 windows, the padding path SAM takes at 256) and blocks 1 and 3 attend globally,
 #   the paper model's alternation (three windowed blocks per global one) scaled to depth 4.
 # smoke: the same at 32px (4x4 tokens), only to exercise code paths.
+# Measured, one thread, batch 16 at 48x48, forward + backward + Adam step: tiny (0.52M) 0.04 s
+# on the shared 2-core CPU; paper (89.7M encoder) at batch 48, 256x256: 113 ms, 16.5 GiB (fp32, H200).
 CONFIGS = {
     "smoke": SamViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, out_chans=32,
                           window_size=2, global_attn_indexes=(1,)),

@@ -50,7 +50,8 @@ class PadToMultiple(nn.Module):
 # for 665 steps; the most expensive of the five, and not reducible without leaving MONAI's
 # network. Depth 2 per stage keeps Swin's regular/shifted window alternation (depth 1 would
 # never shift); 4x4 windows tile the 32/16/8/4 token grids of a 64px input without padding
-# (7x7 would pad 32 to 35), head dim 12 throughout.
+# (7x7 would pad 32 to 35), head dim 12 throughout. paper (25.1M) at batch 48, 256x256: 169 ms
+# per Adam step, 24 GiB (fp32, H200).
 CONFIGS = {
     "smoke": (12, (2, 2, 2, 2), (1, 2, 4, 8), 4),
     "tiny": (12, (2, 2, 2, 2), (1, 2, 4, 8), 4),

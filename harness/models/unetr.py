@@ -13,6 +13,8 @@ from harness.registry import MODELS
 # tiny: 48px gives only 3x3 tokens, which is all the decoder (four 2x upsamplings) needs;
 # MONAI fixes the depth at 12 layers, so the ViT is narrowed to hidden 64 / 4 heads (head
 # dim 16) / MLP 128 and the decoder to 8 features: 0.70M parameters (hidden 96 gave 1.24M).
+# Measured, one thread, batch 16 at 48x48, forward + backward + Adam step: tiny 0.09 s on the
+# shared 2-core CPU; paper (87.7M) at batch 48, 256x256: 100 ms, 14.8 GiB (fp32, H200).
 CONFIGS = {
     "smoke": (32, 8, 32, 64, 2),
     "tiny": (48, 8, 64, 128, 4),
