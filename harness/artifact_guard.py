@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.errors import HarnessError
 from harness.cache import ArtifactCache
 from harness.calibration import DEFAULT_LEVEL
 from harness.data import make_splits

@@ -13,7 +13,7 @@ import time
 
 from harness.errors import HarnessError
 
-VERBS = ("run", "nulls", "guard", "list", "leaderboard", "verify", "bench")
+VERBS = ("run", "grid", "report", "nulls", "guard", "list", "leaderboard", "verify", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +45,34 @@ def _null_options(parser, level: bool = True) -> None:
                             help="false-accusation level of the calibrated verdict (default 0.05)")
 
 
+def _option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def _execution_options(parser, defaults_from_file: bool = False) -> None:
+    parser.add_argument("--executor", default="local", choices=["local", "dask"],
+                        help="local: in this process (default); dask: a Dask distributed cluster")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="dask: start a local cluster of this many single-threaded worker processes")
+    parser.add_argument("--scheduler", default=None,
+                        help="dask: address of a running scheduler, e.g. tcp://10.0.0.5:8786 (shared filesystem)")
+    parser.add_argument("--device", default=None if defaults_from_file else "cpu",
+                        help="auto, cpu, cuda or cuda:N (default cpu; auto picks cuda when there is one)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per task (default: torch's own; dask workers: 1). Numbers are "
+                             "bit-identical across executors at the same thread count")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description="Benchmark ownership watermarks of segmentation models.")
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
@@ -52,13 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = verbs.add_parser("run", help="embed, attack and verify; write records and the leaderboard")
     run.add_argument("--watermark", type=_csv, default=["stealthmark", "badnets"],
                      help="watermarks and/or baselines, comma-separated (default: stealthmark,badnets)")
-    run.add_argument("--model", default="basic-unet")
-    run.add_argument("--dataset", default="synthetic-polyp")
+    run.add_argument("--model", default="basic-unet",
+                     help="registered model(s), comma-separated: every combination of the comma-separated "
+                          "--model, --dataset, --seed, --preset and --trigger values is run (a grid)")
+    run.add_argument("--dataset", default="synthetic-polyp",
+                     help="registered dataset(s) (`harness list datasets`); folder datasets need --data-dir")
+    run.add_argument("--data-dir", default=None, help="the downloaded folder of a folder dataset (kvasir, fundus, "
+                                                      "echonet, cardiac-mr)")
+    run.add_argument("--dataset-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                     help="a dataset option, e.g. target=cup for fundus (repeatable)")
     run.add_argument("--attack", default="prune",
                      help="an attack, NAME.PRESET (e.g. prune.l1_50), a comma-separated list, or all")
     run.add_argument("--strength", type=_floats, default=None,
                      help="comma-separated strengths (default: the attack's own sweep)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=_ints, default=[0])
     run.add_argument("--preset", default="tiny")
     run.add_argument("--explainer", default="lime",
                      help="attribution method for the QR certificate: a name, a comma-separated list, or all "
@@ -70,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default="results", help="results directory (default: ./results)")
     run.add_argument("--force", action="store_true", help="recompute cells that already have records")
     _null_options(run)
+    _execution_options(run)
+
+    grid = verbs.add_parser("grid", help="run every combination listed in a YAML grid file (safe_load)")
+    grid.add_argument("config", help="grid file: axes (watermarks, models, attacks, ...) and options")
+    grid.add_argument("--results", default=None, help="results directory (default: the file's, else ./results)")
+    grid.add_argument("--force", action="store_true", help="recompute cells that already have records")
+    _execution_options(grid, defaults_from_file=True)
+
+    report = verbs.add_parser("report", help="write an HTML page and a Markdown report next to the leaderboard")
+    report.add_argument("--results", default="results")
+    report.add_argument("--dice-budget", type=float, default=0.05,
+                        help="removal budget drawn on the Dice-cost scatter (default 0.05)")
+    report.add_argument("--out", default=None, help="output folder (default: <results>/report)")
+    report.add_argument("--no-gallery", action="store_true",
+                        help="skip rendering certificates from cached models (tables and plots only)")
 
     nulls = verbs.add_parser("nulls", help="train (or load) the null population that calibrates every verdict")
     nulls.add_argument("--dataset", default="synthetic-polyp")
@@ -126,8 +176,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_run(args) -> int:
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _finish(outcome, tic: float) -> int:
+    """Print the summary; exit status 1 when any cell failed (re-running retries exactly those)."""
     from harness.summary import print_summary
+
+    print_summary([r for r in outcome.records if r.status == "ok"])
+    for name, path in outcome.keys.items():
+        if path.is_file():
+            print(f"owner key ({name}): {path}  <- keep this file; it is what `harness verify --key` needs")
+    for name, path in outcome.checkpoints.items():
+        if path.is_file():
+            print(f"checkpoint ({name}): {path}")
+    print(f"leaderboard: {outcome.leaderboard}  ({len(outcome.records)} cells in {time.perf_counter() - tic:.1f} s)")
+    if outcome.failed:
+        for record in outcome.failed[:10]:
+            print(f"failed: {record.spec['watermark']} x {record.spec['attack']} {record.spec['strength']:g} "
+                  f"({record.spec['model']}, {record.spec['dataset']}, seed {record.spec['seed']}): {record.error}",
+                  file=sys.stderr)
+        print(f"error: {len(outcome.failed)} of {len(outcome.records)} cells failed (recorded with status=error); "
+              "re-run the same command to retry only those", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_run(args) -> int:
     from harness.runner import benchmark
 
     tic = time.perf_counter()
@@ -136,13 +212,30 @@ def cmd_run(args) -> int:
                         trigger=args.trigger,
                         results=args.results, dice_budget=args.dice_budget, force=args.force,
                         null_seeds=args.null_seeds, null_models=args.null_models, null_level=args.null_level,
-                        log=lambda msg: print(msg, file=sys.stderr))
-    print_summary(outcome.records)
-    for name, path in outcome.keys.items():
-        print(f"owner key ({name}): {path}  <- keep this file; it is what `harness verify --key` needs")
-    for name, path in outcome.checkpoints.items():
-        print(f"checkpoint ({name}): {path}")
-    print(f"leaderboard: {outcome.leaderboard}  ({len(outcome.records)} cells in {time.perf_counter() - tic:.1f} s)")
+                        data_dir=args.data_dir, dataset_options=dict(args.dataset_option),
+                        device=args.device, threads=args.threads, executor=args.executor, workers=args.workers,
+                        scheduler=args.scheduler, log=_log)
+    return _finish(outcome, tic)
+
+
+def cmd_grid(args) -> int:
+    from harness.grid import load_grid, run_grid, with_overrides
+
+    tic = time.perf_counter()
+    grid = with_overrides(load_grid(args.config), results=args.results, device=args.device, threads=args.threads)
+    if args.force:
+        grid = with_overrides(grid, force=True)
+    outcome = run_grid(grid, executor=args.executor, workers=args.workers, scheduler=args.scheduler, log=_log)
+    return _finish(outcome, tic)
+
+
+def cmd_report(args) -> int:
+    from harness.report import write_report
+
+    paths = write_report(args.results, out_dir=args.out, dice_budget=args.dice_budget, gallery=not args.no_gallery,
+                         log=_log)
+    print(f"report: {paths.html}")
+    print(f"report: {paths.markdown}")
     return 0
 
 
@@ -273,7 +366,7 @@ def cmd_bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"run": cmd_run, "nulls": cmd_nulls, "guard": cmd_guard, "list": cmd_list, "leaderboard": cmd_leaderboard, "verify": cmd_verify,
+        return {"run": cmd_run, "grid": cmd_grid, "report": cmd_report, "nulls": cmd_nulls, "guard": cmd_guard, "list": cmd_list, "leaderboard": cmd_leaderboard, "verify": cmd_verify,
                 "bench": cmd_bench}[args.verb](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

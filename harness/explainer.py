@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.device import autocast
 from harness.errors import HarnessError
 from harness.reductions import ScoreFn, get_reduction, region_for
 
@@ -133,7 +134,9 @@ class ModelForward:
         return self.preprocess(images) if self.preprocess is not None else images
 
     def _scalar(self, images: torch.Tensor) -> torch.Tensor:
-        return self._reduce(torch.sigmoid(self.model(self._prepare(images))), self.region)
+        with autocast(self.device):
+            logits = self.model(self._prepare(images))
+        return self._reduce(torch.sigmoid(logits.float()), self.region)
 
     def torch(self, images: torch.Tensor) -> torch.Tensor:
         """float32 (B, 3, H, W) in [0, 1] -> (B,), differentiable; all B images in one model call."""

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 import torch
 
 from harness.cache import ArtifactCache
-from harness.data import Split, null_training_set
+from harness.data import dataset_fingerprint, Split, null_training_set
 from harness.errors import HarnessError
 from harness.presets import Preset, look_up
 from harness.registry import MODELS
 from harness.segmenter import build_model
+from harness.device import to_device
 from harness.training import fit, seed_everything
 
 
@@ -84,28 +85,40 @@ def same_architecture(population: dict, model_name: str) -> str:
 
 
 def train_clean(cache: ArtifactCache, model_name: str, dataset: str, preset: Preset, seed: int,
-                split: Split, kind: str, extra: dict | None = None, log=None) -> torch.nn.Module:
-    """A model trained without any mark (cached by everything that determines it)."""
+                split: Split, kind: str, extra: dict | None = None, log=None, device: str = "cpu") -> torch.nn.Module:
+    """A model trained without any mark (cached by everything that determines it), returned on the CPU."""
     spec = {"kind": kind, "model": model_name, "dataset": dataset, "preset": preset.as_dict(), "seed": seed,
             **(extra or {})}
     seed_everything(seed)
     model = build_model(model_name, preset.name)
     tic = time.perf_counter()
     trained, loaded = cache.model(kind, spec, model,
-                                  lambda m: fit(m, split.images, split.masks, preset.train, seed, desc=f"train {kind}"))
+                                  lambda m: fit(to_device(m, device), split.images, split.masks, preset.train, seed,
+                                                desc=f"train {kind}").cpu())
     if log is not None and not loaded:
         log(f"trained {kind} {model_name} seed {seed} in {time.perf_counter() - tic:.0f} s")
     return trained
 
 
-def train_null(cache: ArtifactCache, member: NullMember, dataset: str, preset: Preset, log=None) -> torch.nn.Module:
-    split = null_training_set(dataset, preset, member.seed, member.index)
-    return train_clean(cache, member.model, dataset, preset, member.seed, split, "null",
-                       extra={"null_index": member.index}, log=log)
+def train_null(cache: ArtifactCache, member: NullMember, dataset: str, preset: Preset, log=None,
+               device: str = "cpu", root: str | None = None, options: dict | None = None,
+               split_seed: int | None = None) -> torch.nn.Module:
+    """One member, trained or loaded. ``root``/``options`` locate a folder dataset, whose nulls draw from
+    the non-owner images of the run seeded ``split_seed`` (``harness.data``)."""
+    split = null_training_set(dataset, preset, member.seed, member.index, root=root, options=options,
+                              split_seed=split_seed)
+    label = dataset_fingerprint(dataset, root, options)
+    extra = {"null_index": member.index}
+    if label != dataset:  # not the built-in procedural data: the images depend on the copy and the run's splits
+        extra["split_seed"] = split_seed
+    return train_clean(cache, member.model, label, preset, member.seed, split, "null",
+                       extra=extra, log=log, device=device)
 
 
 def null_population(cache: ArtifactCache, dataset: str, preset: Preset, seed: int, spec: NullPopulationSpec,
-                    held_out: int = 0, log=print) -> dict[str, torch.nn.Module]:
+                    held_out: int = 0, log=print, root: str | None = None,
+                    options: dict | None = None) -> dict[str, torch.nn.Module]:
     """Train (or load from the cache) every member; name -> model, in member order."""
     chosen = members(spec, seed, held_out)
-    return {member.name: train_null(cache, member, dataset, preset, log=log) for member in chosen}
+    return {member.name: train_null(cache, member, dataset, preset, log=log, root=root, options=options,
+                                    split_seed=seed) for member in chosen}

@@ -1,41 +1,39 @@
 """``benchmark()``: the importable entry point behind ``python -m harness run``.
 
 One cell = (watermark, model, dataset, attack, strength, seed, preset, explainer).
-Its data flow, top to bottom in ``benchmark``:
+Its data flow, top to bottom:
 
   data splits (owner-train | owner-verify | attacker | test), disjoint, seeded
   -> clean reference model (same data, seed, recipe; no mark)    [cached]
-  -> null model (seed+1, images nobody else saw)                  [cached]
-  -> watermarked model + owner's key                               [cached]
+  -> null population (seed+1+k, images nobody else saw)           [cached]
+  -> watermarked model + owner's key, calibrated on the nulls     [cached]
   -> scores before any attack (utility, harm, stealth, verification, null control)
   -> for each strength: attacked model -> scores after -> RunRecord (JSON)
   -> leaderboard CSV rebuilt from every record
 
-Every name and number is validated before anything is trained or written.
+``benchmark`` states a grid of one setting (or a few, from comma-separated
+values) and hands it to ``harness.grid``, which runs the steps above as cached
+tasks; the scoring itself lives here. Every name and number is validated
+before anything is trained or written.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from harness import scoring
 from harness.cache import ArtifactCache, spec_hash
 from harness.calibration import CALIBRATION_FORMAT, DEFAULT_LEVEL
-from harness.data import Split, make_splits
+from harness.data import Split
 from harness.errors import HarnessError
-from harness.leaderboard import write_leaderboard
 from harness.presets import Preset, get_preset
-from harness.records import HARNESS_VERSION, RunRecord, load_records
+from harness.records import HARNESS_VERSION, RunRecord
 from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, TRIGGERS, find_watermark
+from harness.device import to_device
 from harness.segmenter import build_model, predict_proba
-from harness.attack import AttackerKit
-from harness.nulls import null_population, population_spec, same_architecture, train_clean
 from harness.training import seed_everything
 from harness.watermark import Key, Verification
 
@@ -70,6 +68,7 @@ class Outcome:
     keys: dict[str, Path]
     checkpoints: dict[str, Path]
     leaderboard: Path
+    failed: list[RunRecord] = field(default_factory=list)  # cells recorded with status "error"
 
 
 def utility(model, split: Split, batch_size: int) -> tuple[dict, torch.Tensor]:
@@ -149,13 +148,14 @@ def validate(watermarks, model, dataset, attack, strengths, preset, explainer, t
 
 
 def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, preset: Preset, seed: int,
-                           splits, nulls: dict, null_level: float = DEFAULT_LEVEL):
-    """The watermarked model and the owner's key, calibrated against ``nulls`` (both cached)."""
+                           splits, nulls: dict, null_level: float = DEFAULT_LEVEL, device: str = "cpu"):
+    """The watermarked model (on ``device``) and the owner's key, calibrated against ``nulls`` (both cached)."""
     wm_spec = {"kind": "watermarked", "watermark": wm.spec(), "model": model, "dataset": dataset,
                "preset": preset.as_dict(), "seed": seed}
     seed_everything(seed)
     marked, _ = cache.model("watermarked", wm_spec, build_model(model, preset.name),
-                            lambda m: wm.embed(m, splits, preset, seed))
+                            lambda m: wm.embed(to_device(m, device), splits, preset, seed))
+    marked = to_device(marked, device)
     key_spec = {**wm_spec, "null_population": {"members": list(nulls), "level": null_level, "dataset": dataset},
                 "calibration": CALIBRATION_FORMAT}
     key = cache.key(key_spec, lambda: wm.calibrate(wm.make_key(marked, splits, preset, seed), nulls, null_level))
@@ -187,124 +187,49 @@ def benchmark(
     null_seeds: int | None = None,
     null_models=None,
     null_level: float = DEFAULT_LEVEL,
+    data_dir: str | None = None,
+    dataset_options: dict | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    executor: str = "local",
+    workers: int | None = None,
+    scheduler: str | None = None,
     log=print,
 ) -> Outcome:
-    """Embed each watermark, attack it at each strength, verify before/after against a null model.
+    """Embed each watermark, attack it at each strength, verify before/after against null models.
 
-    ``trigger`` overrides every watermark's default trigger family (e.g. "text").
-    ``explainer`` is a name, a comma-separated list or ``all``: each explainer
-    gets its own cells (the attacked models are shared between them).
+    ``model``, ``dataset``, ``seed``, ``preset`` and ``trigger`` take one value
+    or a comma-separated list (a grid: every combination); ``attack`` and
+    ``explainer`` a name, a comma-separated list or ``all``. ``trigger``
+    overrides every watermark's default trigger family (e.g. "text").
+    ``data_dir`` is the downloaded folder of a folder dataset (``kvasir``, ...)
+    and ``dataset_options`` its options (e.g. ``{"target": "cup"}``). Each
+    explainer gets its own cells (the attacked models are shared between them).
     Every verdict is calibrated against a population of clean models
     (``harness.nulls``: per preset, or ``null_seeds`` seeds of each of
     ``null_models``) at false-accusation level ``null_level``.
     Cells whose record already exists (same spec, same harness version) are not
-    recomputed unless ``force``. Returns the records of every requested cell.
+    recomputed unless ``force``; cells that failed are retried. Returns the
+    records of every requested cell; failed cells carry ``status="error"``.
     """
-    watermarks = tuple(watermarks)
-    explainers = resolve_explainers(explainer)
-    wm_classes, attacks, preset_obj = validate(watermarks, model, dataset, attack, strengths,
-                                               preset, explainer, trigger)
-    if not 0 <= dice_budget <= 1:
-        raise HarnessError(f"dice budget must be in [0, 1], got {dice_budget}")
-    if not 0 < null_level < 0.5:
-        raise HarnessError(f"null level (false-accusation rate) must be in (0, 0.5), got {null_level}")
-    nulls_spec = population_spec(preset, null_seeds, null_models)
-    nulls_label = f"{nulls_spec.seeds}x {','.join(nulls_spec.models)} @ {null_level:g}"
-    results = Path(results)
-    cache = ArtifactCache(results / "cache")
+    from harness.grid import Grid, run_grid
 
-    records: list[RunRecord] = []
-    keys: dict[str, Path] = {}
-    checkpoints: dict[str, Path] = {}
-    shared = {}  # data and clean/null models, built only if some cell needs them
-    attacked_nulls = {}  # (attack, strength) -> the attacked null model, shared by every watermark
+    def axis(value):
+        if value is None:
+            return [None]
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()] or [value]
+        return list(value) if isinstance(value, (list, tuple)) else [value]
 
-    def shared_artifacts():
-        if not shared:
-            log(f"data: {dataset} at {preset_obj.image_size}px, seed {seed}")
-            shared["splits"] = make_splits(dataset, preset_obj, seed)
-            shared["clean"] = train_clean(cache, model, dataset, preset_obj, seed, shared["splits"].owner_train, "clean",
-                                          log=log)
-            log(f"null population: {nulls_label}")
-            shared["nulls"] = null_population(cache, dataset, preset_obj, seed, nulls_spec, log=log)
-            # The single null of the null_* columns: the first member with the suspect's architecture.
-            first = same_architecture(shared["nulls"], model)
-            shared["null"] = shared["nulls"][first]
-            checkpoints["null"] = export_checkpoint(
-                shared["null"], results / "checkpoints" / f"null-{preset}-{first}.pt")
-        return shared
-
-    for name, wm_class in zip(watermarks, wm_classes, strict=True):
-        wm = wm_class() if trigger is None else wm_class(trigger=trigger)
-        trigger_name = wm.trigger.registered_name
-        mark_id = spec_hash(wm.spec())
-        plan = [(attack_obj, CellSpec(name, model, dataset, attack_obj.registered_name, s, seed, preset, expl,
-                                      trigger_name, nulls_label, mark_id))
-                for attack_obj, sweep in attacks for s in sweep for expl in explainers]
-        cells = [cell for _, cell in plan]
-        stem = f"{name}-{trigger_name}-{model}-{dataset}-{preset}-seed{seed}"
-        key_path = results / "keys" / f"{stem}.npz"
-        done = {} if force else _finished(results, cells)
-        if len(done) == len(cells) and key_path.is_file():
-            records += [done[c.run_id] for c in cells]
-            keys[name] = key_path
-            log(f"{name}: all {len(cells)} cells already recorded (use --force to recompute)")
-            continue
-
-        started = time.time()
-        art = shared_artifacts()
-        splits, clean, null = art["splits"], art["clean"], art["null"]
-        marked, key = embedded_model_and_key(cache, wm, model, dataset, preset_obj, seed, splits,
-                                             art["nulls"], null_level)
-        keys[name] = key.save(key_path)
-        checkpoints[name] = export_checkpoint(marked, results / "checkpoints" / f"{stem}.pt")
-
-        before_by_explainer = {}  # explainer -> scores before any attack
-        attacked_models = {}  # (attack, strength) -> what the attack produced, shared by the explainers
-        kit = AttackerKit(splits.attacker, model, preset_obj, null_models=art["nulls"])
-        for attack_obj, cell in tqdm(plan, desc=f"{name} x {attack}", unit="cell", leave=False, dynamic_ncols=True):
-            if cell.run_id in done:
-                records.append(done[cell.run_id])
-                continue
-            cell_start = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            if cell.explainer not in before_by_explainer:
-                before_by_explainer[cell.explainer] = _scores_before(wm, marked, clean, null, key, splits, preset_obj,
-                                                                     cell.explainer, seed)
-            metrics = dict(before_by_explainer[cell.explainer])
-            attacked_cell = (cell.attack, cell.strength)
-            if attacked_cell not in attacked_models:
-                tic = time.perf_counter()
-                attacked = attack_obj.apply(marked, kit, cell.strength, seed)
-                seconds = time.perf_counter() - tic
-                attacked_models[attacked_cell] = (attacked, seconds, attack_obj.report(attacked, kit, seed),
-                                                  utility(attacked, splits.test, preset_obj.eval_batch_size)[0])
-            attacked, seconds, report, after = attacked_models[attacked_cell]
-            metrics["attack_seconds"] = seconds
-            metrics.update(report)
-            metrics["dice_attacked"] = after["dice"]
-            metrics["auc_attacked"] = after["auc"]
-            metrics["attack_dice_drop"] = metrics["dice_watermarked"] - after["dice"]
-            result = wm.verify(attacked, key, explainer=cell.explainer, seed=seed)
-            metrics.update(verification_metrics(result, "after"))
-            null_cell = (cell.attack, cell.strength)
-            if null_cell not in attacked_nulls:
-                attacked_nulls[null_cell] = attack_obj.apply(null, kit, cell.strength, seed)
-            attacked_null = attacked_nulls[null_cell]
-            metrics["null_asr_after"] = wm.verify(attacked_null, key, certify=False).asr
-            metrics["removed"] = float(not result.verified and metrics["attack_dice_drop"] <= dice_budget)
-            spec = {**asdict(cell), "role": wm.role, "attack_family": attack_obj.family}
-            record = RunRecord(cell.run_id, spec, metrics, started=cell_start,
-                               duration_s=time.time() - started)
-            record.write(results)
-            records.append(record)
-            started = time.time()
-    board, _ = write_leaderboard(results)
-    return Outcome(records, keys, checkpoints, board)
-
-
-def _finished(results: Path, cells: list[CellSpec]) -> dict[str, RunRecord]:
-    wanted = {c.run_id for c in cells}
-    return {r.run_id: r for r in load_records(results) if r.run_id in wanted and r.status == "ok"}
+    grid = Grid(watermarks=list(watermarks), models=axis(model), datasets=axis(dataset), attacks=[attack],
+                strengths=None if strengths is None else list(strengths), seeds=[int(s) for s in axis(seed)],
+                presets=axis(preset), explainers=[explainer], triggers=axis(trigger), results=str(results),
+                dice_budget=dice_budget, null_seeds=null_seeds,
+                null_models=None if null_models is None else list(null_models), null_level=null_level,
+                data_dir=data_dir, dataset_options=dict(dataset_options or {}), device=device, threads=threads,
+                force=force)
+    out = run_grid(grid, executor=executor, workers=workers, scheduler=scheduler, log=log)
+    return Outcome(out.records, out.keys, out.checkpoints, out.leaderboard, out.failed)
 
 
 def _scores_before(wm, marked, clean, null, key: Key, splits, preset: Preset, explainer: str, seed: int) -> dict:

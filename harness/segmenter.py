@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from harness.device import as_input, autocast, model_device
 from harness.registry import MODELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,6 +31,9 @@ class Segmenter(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # Callers may hand over CPU images (a key's queries, an input transform's output):
+        # they follow the model, wherever it lives.
+        images = images.to(self.mean.device, non_blocking=True)
         return self.net((images - self.mean) / self.std)
 
 
@@ -40,9 +44,14 @@ def build_model(name: str, preset: str) -> Segmenter:
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Sigmoid probabilities (N, 1, H, W), in evaluation mode, batched."""
+    """Sigmoid probabilities (N, 1, H, W) on the CPU, in evaluation mode, batched on the model's device."""
+    device = model_device(model)
     was_training = model.training
     model.eval()
-    out = torch.cat([torch.sigmoid(model(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
+    chunks = []
+    for i in range(0, len(images), batch_size):
+        with autocast(device):
+            logits = model(as_input(images[i : i + batch_size], device))
+        chunks.append(torch.sigmoid(logits.float()).cpu())
     model.train(was_training)
-    return out
+    return torch.cat(chunks)

@@ -38,7 +38,7 @@ def assert_one_line_error(code, err, *fragments):
     ("--strength", "0.5,1.5", "out of range"),
     ("--strength", "-0.1", "out of range"),
     ("--strength", "half", "comma-separated numbers"),
-    ("--seed", "x", "invalid int"),
+    ("--seed", "x", "comma-separated whole numbers"),
     ("--dice-budget", "2", "dice budget"),
 ])
 def test_run_rejects_bad_input_before_writing_anything(capsys, tmp_path, flag, bad, expected):

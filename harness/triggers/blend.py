@@ -25,7 +25,7 @@ class BlendTrigger(Trigger):
         return torch.rand(3, height, width, generator=torch.Generator().manual_seed(self.seed))
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
-        pattern = self.pattern(*images.shape[-2:]).to(images.dtype)
+        pattern = self.pattern(*images.shape[-2:]).to(images.device, images.dtype)
         return (1 - self.alpha) * images + self.alpha * pattern
 
     def params(self) -> dict:

@@ -31,7 +31,7 @@ class BorderTrigger(Trigger):
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         out = images.clone()
-        out[:, :, self.footprint(*images.shape[-2:])] = 0.0
+        out[:, :, self.footprint(*images.shape[-2:]).to(images.device)] = 0.0
         return out
 
     def params(self) -> dict:

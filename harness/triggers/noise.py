@@ -42,7 +42,7 @@ class NoiseTrigger(Trigger):
         height, width = images.shape[-2:]
         s = self.side(height, width)
         region = out[:, :, :s, width - s :]
-        out[:, :, :s, width - s :] = (region + self.pattern(s).to(images.dtype)).clamp(0, 1)
+        out[:, :, :s, width - s :] = (region + self.pattern(s).to(images.device, images.dtype)).clamp(0, 1)
         return out
 
     def params(self) -> dict:

@@ -29,8 +29,8 @@ class PatchTrigger(Trigger):
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         out = images.clone()
-        area = self.footprint(*images.shape[-2:])
-        color = torch.tensor(self.color, dtype=images.dtype).view(1, 3, 1)
+        area = self.footprint(*images.shape[-2:]).to(images.device)
+        color = torch.tensor(self.color, dtype=images.dtype, device=images.device).view(1, 3, 1)
         out[:, :, area] = color
         return out
 

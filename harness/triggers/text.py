@@ -36,8 +36,8 @@ class TextTrigger(Trigger):
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         out = images.clone()
-        glyphs = self.stencil(*images.shape[-2:])
-        out[:, :, glyphs] = torch.tensor(self.color, dtype=images.dtype).view(1, 3, 1)
+        glyphs = self.stencil(*images.shape[-2:]).to(images.device)
+        out[:, :, glyphs] = torch.tensor(self.color, dtype=images.dtype, device=images.device).view(1, 3, 1)
         return out
 
     def params(self) -> dict:

@@ -32,7 +32,7 @@ class WarpTrigger(Trigger):
         return (base + self.strength * torch.sin(2 * math.pi * base)).clamp(-1, 1)[None]
 
     def _warp(self, x: torch.Tensor, mode: str) -> torch.Tensor:
-        grid = self.grid(*x.shape[-2:]).to(x.dtype).expand(len(x), -1, -1, -1)
+        grid = self.grid(*x.shape[-2:]).to(x.device, x.dtype).expand(len(x), -1, -1, -1)
         return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=True)
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:

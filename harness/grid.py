@@ -1,0 +1,432 @@
+"""A grid is a cross product of runs, executed as a graph of shared, cached artifacts.
+
+``run`` with one value per axis is a grid of one setting; ``run`` with
+comma-separated values and ``harness grid CONFIG.yaml`` are bigger ones. Every
+grid goes through the same plan, so there is one code path whether it runs in
+this process or on a Dask cluster.
+
+The plan, for each setting (model x dataset x preset x seed):
+
+  null member k (one task each)  clean reference model
+          \\                        |
+           +--> mark (watermark x trigger): embed, key, calibrate on the nulls
+                    |
+                    +--> before (mark x explainer): scores before any attack
+                                 |
+  cells (attack x strength): every mark and explainer of the setting, one record per cell
+
+Each task stores its product in the content-addressed cache (written
+atomically, verified by hash when read), so a task that another task needs is
+trained exactly once, a crash loses at most the task in flight, and a re-run
+skips finished cells and recomputes only what is missing or failed. A task
+never raises across the executor: it returns ``Done`` or ``Failed``, and cells
+downstream of a failure are recorded with ``status=error`` and the reason.
+
+Every stochastic step seeds itself from the cell, never from what ran before it
+in the same process, so the order tasks run in, and the executor, cannot change
+a number. (Torch's float reductions depend on its thread count, so executors
+compare equal at the same ``threads``.)
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from harness.calibration import DEFAULT_LEVEL
+from harness.errors import HarnessError
+from harness.presets import look_up
+
+# -- the grid file ----------------------------------------------------------------
+
+AXES = ("watermarks", "models", "datasets", "attacks", "strengths", "seeds", "presets", "explainers", "triggers")
+OPTIONS = ("results", "dice_budget", "null_seeds", "null_models", "null_level", "data_dir", "dataset_options",
+           "device", "threads", "force")
+
+
+@dataclass
+class Grid:
+    """What to run: every axis is a list, crossed; options apply to every cell.
+
+    >>> g = Grid(watermarks=["stealthmark", "badnets"], seeds=[0, 1])
+    >>> len(g.settings()), g.attacks
+    (2, ['prune'])
+    """
+
+    watermarks: list = field(default_factory=lambda: ["stealthmark", "badnets"])
+    models: list = field(default_factory=lambda: ["basic-unet"])
+    datasets: list = field(default_factory=lambda: ["synthetic-polyp"])
+    attacks: list = field(default_factory=lambda: ["prune"])
+    strengths: list | None = None  # None: each attack's own sweep
+    seeds: list = field(default_factory=lambda: [0])
+    presets: list = field(default_factory=lambda: ["tiny"])
+    explainers: list = field(default_factory=lambda: ["lime"])
+    triggers: list = field(default_factory=lambda: [None])  # None: each watermark's own trigger
+    results: str = "results"
+    dice_budget: float = 0.05
+    null_seeds: int | None = None
+    null_models: list | None = None
+    null_level: float = DEFAULT_LEVEL
+    data_dir: str | dict | None = None  # a folder, or dataset -> folder
+    dataset_options: dict = field(default_factory=dict)
+    device: str = "cpu"
+    threads: int | None = None  # torch threads per task; None leaves torch's default
+    force: bool = False
+
+    def settings(self) -> list["Setting"]:
+        return [Setting(model, dataset, preset, int(seed), self.data_dir_of(dataset), self.options_of(dataset))
+                for model, dataset, preset, seed in itertools.product(self.models, self.datasets, self.presets,
+                                                                      self.seeds)]
+
+    def data_dir_of(self, dataset: str) -> str | None:
+        """``data_dir`` is one folder (for the grid's folder datasets) or a mapping dataset -> folder."""
+        from harness.registry import DATASETS
+
+        if isinstance(self.data_dir, dict):
+            return self.data_dir.get(dataset)
+        return self.data_dir if getattr(DATASETS.get(dataset), "needs_root", False) else None
+
+    def options_of(self, dataset: str) -> tuple:
+        """``dataset_options`` is one mapping for every dataset, or dataset -> mapping."""
+        options = self.dataset_options
+        if options and all(isinstance(v, dict) for v in options.values()):
+            options = options.get(dataset, {})
+        return tuple(sorted((str(k), v) for k, v in options.items()))
+
+
+def _as_list(name: str, value) -> list:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    if not value:
+        raise HarnessError(f"grid axis {name!r} is empty")
+    return list(value)
+
+
+def grid_from_mapping(data: dict, source: str = "grid") -> Grid:
+    """A ``Grid`` from plain data (a parsed YAML file); unknown keys name the closest valid one."""
+    if not isinstance(data, dict):
+        raise HarnessError(f"{source}: expected a mapping of grid axes and options, got {type(data).__name__}")
+    valid = {**{a: a for a in AXES}, **{o: o for o in OPTIONS}}
+    values = {}
+    for key, value in data.items():
+        look_up(str(key), valid, f"grid key in {source}; valid keys are axes and options. Grid key")
+        if key in AXES:
+            values[key] = None if (key == "strengths" and value is None) else _as_list(key, value)
+        elif key == "dataset_options":
+            if not isinstance(value, dict):
+                raise HarnessError(f"{source}: dataset_options must be a mapping, got {value!r}")
+            values[key] = {str(k): v for k, v in value.items()}
+        elif key == "data_dir" and not isinstance(value, (str, dict, type(None))):
+            raise HarnessError(f"{source}: data_dir must be a folder or a mapping dataset -> folder, got {value!r}")
+        elif key == "null_models":
+            values[key] = _as_list(key, value)
+        else:
+            values[key] = value
+    try:
+        return Grid(**values)
+    except TypeError as exc:
+        raise HarnessError(f"{source}: {exc}") from None
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read a grid file: plain YAML data, parsed with ``yaml.safe_load`` (no tags, no code)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"grid file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HarnessError(f"grid file {path} is not valid YAML data: {first}") from None
+    return grid_from_mapping(data, source=str(path))
+
+
+# -- the plan ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the data splits, the clean reference model and the null population depend on."""
+
+    model: str
+    dataset: str
+    preset: str
+    seed: int
+    data_dir: str | dict | None = None  # a folder, or dataset -> folder
+    dataset_options: tuple = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}-{self.dataset}-{self.preset}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Plain, picklable settings every task needs; rebuilt in each worker process."""
+
+    results: str
+    device: str = "cpu"
+    threads: int | None = None
+    dice_budget: float = 0.05
+    null_seeds: int | None = None
+    null_models: tuple | None = None
+    null_level: float = DEFAULT_LEVEL
+    force: bool = False
+    command: str = ""
+
+
+@dataclass
+class Done:
+    key: str
+    value: object = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Failed:
+    key: str
+    message: str
+
+
+@dataclass
+class Task:
+    """One node of the plan: ``run(ctx, *args, deps)`` returns what it made; ``deps`` maps key -> result."""
+
+    key: str
+    kind: str  # null | clean | mark | before | cells
+    deps: tuple[str, ...]
+    run: Callable
+    args: tuple
+    cells: tuple = ()  # CellSpecs this task records (cells tasks only)
+    gpu: bool = False
+
+
+def _deps_failed(key: str, results) -> Failed | None:
+    failed = [r for r in results if isinstance(r, Failed)]
+    if not failed:
+        return None
+    first = failed[0]
+    return Failed(key, first.message if first.message.startswith("upstream") else
+                  f"upstream {first.key} failed: {first.message}")
+
+
+def guarded(task: Task, ctx: Context, *dep_results):
+    """Run a task; any exception becomes ``Failed`` (with its one-line reason), never a crash."""
+    failed = _deps_failed(task.key, dep_results)
+    if failed is not None and task.kind != "cells":
+        return failed
+    if ctx.threads:
+        torch.set_num_threads(int(ctx.threads))
+    tic = time.perf_counter()
+    try:
+        value = task.run(ctx, *task.args, dict(zip(task.deps, dep_results)))
+    except HarnessError as exc:
+        return Failed(task.key, str(exc))
+    except Exception as exc:  # a bug in a plugin: keep the grid going, keep the evidence
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return Failed(task.key, f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})")
+    return Done(task.key, value, time.perf_counter() - tic)
+
+
+@dataclass
+class Plan:
+    tasks: dict[str, Task]  # in dependency order
+    cells: list  # every requested CellSpec, in leaderboard order
+    done: dict  # run_id -> RunRecord already finished (status ok)
+    keys: dict  # name -> key path
+    checkpoints: dict  # name -> checkpoint path
+
+    @property
+    def pending_cells(self) -> list:
+        return [c for c in self.cells if c.run_id not in self.done]
+
+
+def plan(grid: Grid, ctx: Context) -> Plan:
+    """Validate everything, then the minimal task graph that finishes the grid's pending cells."""
+    from harness import tasks
+    from harness.data import is_finite, open_dataset
+    from harness.nulls import members, population_spec
+    from harness.presets import get_preset
+    from harness.records import load_records
+    from harness.runner import resolve_attacks, resolve_explainers, validate
+
+    if not 0 <= grid.dice_budget <= 1:
+        raise HarnessError(f"dice budget must be in [0, 1], got {grid.dice_budget}")
+    if not 0 < grid.null_level < 0.5:
+        raise HarnessError(f"null level (false-accusation rate) must be in (0, 0.5), got {grid.null_level}")
+    if grid.threads is not None and (isinstance(grid.threads, bool) or not isinstance(grid.threads, int)
+                                     or grid.threads < 1):
+        raise HarnessError(f"threads must be a whole number >= 1, got {grid.threads!r}")
+    for name in ("watermarks", "explainers", "triggers", "models", "datasets", "presets", "seeds"):
+        values = getattr(grid, name)
+        if len(set(map(str, values))) != len(values):
+            raise HarnessError(f"{name[:-1]} listed twice: {', '.join(map(str, values))}")
+    for seed in grid.seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise HarnessError(f"seed must be a whole number >= 0, got {seed!r}")
+    explainer_arg = ",".join(grid.explainers)
+    explainers = resolve_explainers(explainer_arg)
+    attack_arg = ",".join(grid.attacks)
+    attacks = resolve_attacks(attack_arg, grid.strengths)
+    for setting in grid.settings():
+        for trigger in grid.triggers:
+            validate(grid.watermarks, setting.model, setting.dataset, attack_arg, grid.strengths, setting.preset,
+                     explainer_arg, trigger)
+        population_spec(setting.preset, grid.null_seeds, grid.null_models)
+        dataset = open_dataset(setting.dataset, get_preset(setting.preset).image_size, setting.data_dir,
+                               dict(setting.dataset_options))
+        if is_finite(dataset):
+            tasks.splits_of(setting)  # reads every file now: a bad mask fails here, before any training
+
+    results = Path(ctx.results)
+    finished = {} if ctx.force else {r.run_id: r for r in load_records(results) if r.status == "ok"}
+    all_tasks: dict[str, Task] = {}
+    cells, keys, checkpoints = [], {}, {}
+    settings = grid.settings()
+    for setting in settings:
+        spec = population_spec(setting.preset, grid.null_seeds, grid.null_models)
+        null_keys = []
+        for member in members(spec, setting.seed):
+            key = f"null:{setting.label}:{member.name}"
+            null_keys.append(key)
+            all_tasks.setdefault(key, Task(key, "null", (), tasks.train_null_member, (setting, member)))
+        clean_key = f"clean:{setting.label}"
+        all_tasks[clean_key] = Task(clean_key, "clean", (), tasks.train_clean_reference, (setting,))
+        marks = [tasks.Mark(setting, w, t) for t, w in itertools.product(grid.triggers, grid.watermarks)]
+        mark_cells = {m: tasks.cells_of(m, attacks, explainers, ctx) for m in marks}
+        single = len(settings) * len(grid.triggers) == 1  # then files are named by watermark alone
+        for mark in marks:
+            cells += mark_cells[mark]
+            keys[mark.watermark if single else mark.stem] = results / "keys" / f"{mark.stem}.npz"
+            checkpoints[mark.watermark if single else mark.stem] = results / "checkpoints" / f"{mark.stem}.pt"
+        if len(settings) == 1:
+            checkpoints["null"] = results / "checkpoints" / f"null-{setting.preset}-{tasks.first_null(ctx, setting)}.pt"
+        pending_marks = [m for m in marks if any(c.run_id not in finished for c in mark_cells[m])
+                         or not (results / "keys" / f"{m.stem}.npz").is_file()]
+        for mark in pending_marks:
+            mark_key = f"mark:{mark.stem}"
+            all_tasks[mark_key] = Task(mark_key, "mark", tuple(null_keys), tasks.embed_mark, (mark, tuple(null_keys)))
+            for explainer in explainers:
+                before_key = f"before:{mark.stem}:{explainer}"
+                all_tasks[before_key] = Task(before_key, "before", (mark_key, clean_key, *null_keys),
+                                             tasks.scores_before, (mark, explainer))
+        for attack_obj, sweep in attacks:
+            for strength in sweep:
+                group = [(m, c) for m in marks for c in mark_cells[m]
+                         if c.attack == attack_obj.registered_name and c.strength == strength]
+                todo = tuple(c for _, c in group if c.run_id not in finished)
+                if not todo:
+                    continue
+                todo_marks = tuple(m for m in marks if any(c in todo for c in mark_cells[m]))
+                key = f"cells:{setting.label}:{attack_obj.registered_name}:{strength:g}"
+                deps = [clean_key, *null_keys]
+                for m in todo_marks:
+                    deps += [f"mark:{m.stem}", *(f"before:{m.stem}:{e}" for e in explainers)]
+                all_tasks[key] = Task(key, "cells", tuple(deps), tasks.attack_cells,
+                                      (setting, todo_marks, attack_obj.registered_name, strength, todo), cells=todo)
+    needed = _needed(all_tasks)
+    ordered = {k: all_tasks[k] for k in _topological(all_tasks) if k in needed}
+    gpu = ctx.device != "cpu"
+    for task in ordered.values():
+        task.gpu = gpu
+    done = {c.run_id: finished[c.run_id] for c in cells if c.run_id in finished}
+    return Plan(ordered, cells, done, keys, checkpoints)
+
+
+def _needed(all_tasks: dict[str, Task]) -> set[str]:
+    """Tasks reachable from the cells tasks, plus marks (their key file is a product in itself)."""
+    roots = [k for k, t in all_tasks.items() if t.kind in ("cells", "mark")]
+    needed, stack = set(), list(roots)
+    while stack:
+        key = stack.pop()
+        if key not in needed:
+            needed.add(key)
+            stack += all_tasks[key].deps
+    return needed
+
+
+def _topological(all_tasks: dict[str, Task]) -> list[str]:
+    order, seen = [], set()
+
+    def visit(key):
+        if key in seen:
+            return
+        seen.add(key)
+        for dep in all_tasks[key].deps:
+            visit(dep)
+        order.append(key)
+
+    for key in all_tasks:
+        visit(key)
+    return order
+
+
+# -- running it -------------------------------------------------------------------
+
+
+@dataclass
+class GridOutcome:
+    records: list  # RunRecord of every requested cell, in leaderboard order
+    keys: dict
+    checkpoints: dict
+    leaderboard: Path
+    failed: list  # RunRecords with status "error"
+    tasks_run: int = 0
+
+
+def run_grid(grid: Grid, executor: str = "local", workers: int | None = None, scheduler: str | None = None,
+             log=print) -> GridOutcome:
+    """Plan the grid, run its pending tasks on ``executor``, write the leaderboard; see module docstring."""
+    from harness.executors import EXECUTORS
+    from harness.leaderboard import write_leaderboard
+    from harness.records import load_records
+    from harness.device import resolve_device
+
+    execute = look_up(executor, EXECUTORS, "executor")
+    device = resolve_device(grid.device)
+    ctx = Context(results=str(grid.results), device=device, threads=grid.threads, dice_budget=grid.dice_budget,
+                  null_seeds=grid.null_seeds,
+                  null_models=None if grid.null_models is None else tuple(grid.null_models),
+                  null_level=grid.null_level, force=grid.force, command=" ".join(sys.argv))
+    the_plan = plan(grid, ctx)
+    total, pending = len(the_plan.cells), len(the_plan.pending_cells)
+    if pending < total:
+        log(f"{total - pending} of {total} cells already recorded (use --force to recompute)")
+    if the_plan.tasks:
+        log(f"{len(the_plan.tasks)} tasks for {pending} cells on the {executor} executor")
+        results = execute(the_plan, ctx, workers=workers, scheduler=scheduler, log=log)
+        for key, result in results.items():
+            task = the_plan.tasks[key]
+            if task.kind == "cells" and isinstance(result, Failed):
+                # The task died before recording its cells (e.g. its worker was killed).
+                from harness import tasks
+                tasks.record_failures(ctx, task.cells, result.message, skip_existing=True)
+    by_id = {r.run_id: r for r in load_records(ctx.results)}
+    records = [by_id[c.run_id] for c in the_plan.cells if c.run_id in by_id]
+    failed = [r for r in records if r.status != "ok"]
+    board, _ = write_leaderboard(ctx.results)
+    return GridOutcome(records, the_plan.keys, the_plan.checkpoints, board, failed, len(the_plan.tasks))
+
+
+def with_overrides(grid: Grid, **changes) -> Grid:
+    return replace(grid, **{k: v for k, v in changes.items() if v is not None})
+
+
+def describe(grid: Grid) -> dict:
+    return asdict(grid)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,293 @@
+"""The work of a grid, one function per task kind (see ``harness.grid`` for the plan).
+
+Every function takes plain, picklable arguments (a Dask worker runs it in another
+process), rebuilds what it needs from the content-addressed cache, and seeds
+itself from the cell. ``deps`` maps each dependency's task key to its
+``Done``/``Failed``; a cells task records every cell it owns, failed ones with
+``status=error`` and the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.cache import ArtifactCache, spec_hash
+from harness.device import to_device
+from harness.grid import Context, Failed, Setting, now
+from harness.presets import get_preset
+from harness.records import RunRecord
+from harness.registry import ATTACKS, find_watermark
+from harness.training import seed_everything
+
+# Per process: a worker that runs several tasks of one setting loads its data and
+# models once. Keys are the plain settings, so nothing leaks between settings.
+_MEMO: dict = {}
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One embedded model: a watermark (with a trigger) in one setting."""
+
+    setting: Setting
+    watermark: str
+    trigger: str | None  # None: the watermark's own default
+
+    def build(self):
+        cls = find_watermark(self.watermark)
+        return cls() if self.trigger is None else cls(trigger=self.trigger)
+
+    @property
+    def trigger_name(self) -> str:
+        return self.build().trigger.registered_name
+
+    @property
+    def stem(self) -> str:
+        s = self.setting
+        data = dataset_label(s).replace(":", "-").replace("[", "-").replace("]", "").replace("=", "-")
+        return f"{self.watermark}-{self.trigger_name}-{s.model}-{data}-{s.preset}-seed{s.seed}"
+
+
+def nulls_label(ctx: Context, setting: Setting) -> str:
+    from harness.nulls import population_spec
+
+    spec = population_spec(setting.preset, ctx.null_seeds, ctx.null_models)
+    return f"{spec.seeds}x {','.join(spec.models)} @ {ctx.null_level:g}"
+
+
+def cells_of(mark: Mark, attacks, explainers, ctx: Context) -> list:
+    """The mark's CellSpecs in leaderboard order: attack, strength, explainer."""
+    from harness.runner import CellSpec
+
+    wm = mark.build()
+    s = mark.setting
+    label, mark_id = nulls_label(ctx, s), spec_hash(wm.spec())
+    return [CellSpec(mark.watermark, s.model, dataset_label(s), attack_obj.registered_name, strength, s.seed, s.preset,
+                     explainer, wm.trigger.registered_name, label, mark_id)
+            for attack_obj, sweep in attacks for strength in sweep for explainer in explainers]
+
+
+# -- loading what other tasks made -------------------------------------------------
+
+
+def _cache(ctx: Context) -> ArtifactCache:
+    return ArtifactCache(Path(ctx.results) / "cache")
+
+
+def splits_of(setting: Setting):
+    from harness.data import make_splits
+
+    key = ("splits", setting)
+    if key not in _MEMO:
+        _MEMO[key] = make_splits(setting.dataset, get_preset(setting.preset), setting.seed, root=setting.data_dir,
+                                 options=dict(setting.dataset_options))
+    return _MEMO[key]
+
+
+def dataset_label(setting: Setting) -> str:
+    """The dataset as records and cache keys name it: the plain name for the built-in synthetic
+    data, else the name with a fingerprint of the copy on disk and its options."""
+    from harness.data import dataset_fingerprint
+
+    return dataset_fingerprint(setting.dataset, setting.data_dir, dict(setting.dataset_options))
+
+
+def _population(ctx: Context, setting: Setting):
+    from harness.nulls import members, population_spec
+
+    spec = population_spec(setting.preset, ctx.null_seeds, ctx.null_models)
+    return spec, members(spec, setting.seed)
+
+
+def null_models(ctx: Context, setting: Setting) -> dict:
+    """Every calibration member, name -> model on the run's device (trained by the null tasks)."""
+    from harness.nulls import train_null
+
+    _, chosen = _population(ctx, setting)
+    out = {}
+    for member in chosen:
+        key = ("null", ctx.results, ctx.device, setting, member)
+        if key not in _MEMO:
+            _MEMO[key] = to_device(train_null(_cache(ctx), member, setting.dataset, get_preset(setting.preset),
+                                              device=ctx.device, root=setting.data_dir,
+                                              options=dict(setting.dataset_options), split_seed=setting.seed),
+                                   ctx.device)
+        out[member.name] = _MEMO[key]
+    return out
+
+
+def clean_model(ctx: Context, setting: Setting):
+    from harness.nulls import train_clean
+
+    key = ("clean", ctx.results, ctx.device, setting)
+    if key not in _MEMO:
+        preset = get_preset(setting.preset)
+        _MEMO[key] = to_device(train_clean(_cache(ctx), setting.model, dataset_label(setting), preset, setting.seed,
+                                           splits_of(setting).owner_train, "clean", log=None, device=ctx.device),
+                               ctx.device)
+    return _MEMO[key]
+
+
+def marked_model_and_key(ctx: Context, mark: Mark):
+    from harness.runner import embedded_model_and_key
+
+    key = ("mark", ctx.results, ctx.device, mark, ctx.null_seeds, ctx.null_models, ctx.null_level)
+    if key not in _MEMO:
+        s = mark.setting
+        marked, owner_key = embedded_model_and_key(_cache(ctx), mark.build(), s.model, dataset_label(s),
+                                                   get_preset(s.preset), s.seed, splits_of(s),
+                                                   null_models(ctx, s), ctx.null_level, device=ctx.device)
+        _MEMO[key] = (to_device(marked, ctx.device), owner_key)
+    return _MEMO[key]
+
+
+def first_null(ctx: Context, setting: Setting) -> str:
+    """The one null model of the ``null_*`` columns: the first member with the suspect's architecture."""
+    from harness.nulls import same_architecture
+
+    _, chosen = _population(ctx, setting)
+    return same_architecture({m.name: None for m in chosen}, setting.model)
+
+
+# -- the tasks ----------------------------------------------------------------------
+
+
+def train_null_member(ctx: Context, setting: Setting, member, deps: dict) -> str:
+    from harness.nulls import train_null
+
+    train_null(_cache(ctx), member, setting.dataset, get_preset(setting.preset), log=None, device=ctx.device,
+               root=setting.data_dir, options=dict(setting.dataset_options), split_seed=setting.seed)
+    return member.name
+
+
+def train_clean_reference(ctx: Context, setting: Setting, deps: dict) -> str:
+    clean_model(ctx, setting)
+    return setting.label
+
+
+def embed_mark(ctx: Context, mark: Mark, null_keys: tuple, deps: dict) -> str:
+    """Embed, key and calibrate; export the owner's key and both checkpoints ``run`` promises."""
+    from harness.runner import export_checkpoint
+
+    marked, owner_key = marked_model_and_key(ctx, mark)
+    results = Path(ctx.results)
+    owner_key.save(results / "keys" / f"{mark.stem}.npz")
+    export_checkpoint(marked, results / "checkpoints" / f"{mark.stem}.pt")
+    s = mark.setting
+    null_name = first_null(ctx, s)
+    export_checkpoint(null_models(ctx, s)[null_name], results / "checkpoints" / f"null-{s.preset}-{null_name}.pt")
+    return mark.stem
+
+
+def scores_before(ctx: Context, mark: Mark, explainer: str, deps: dict) -> dict:
+    """Everything measured once per mark and explainer, before any attack."""
+    from harness.runner import _scores_before
+
+    s = mark.setting
+    marked, owner_key = marked_model_and_key(ctx, mark)
+    seed_everything(s.seed)
+    null = null_models(ctx, s)[first_null(ctx, s)]
+    return _scores_before(mark.build(), marked, clean_model(ctx, s), null, owner_key, splits_of(s),
+                          get_preset(s.preset), explainer, s.seed)
+
+
+def _cell_spec(cell, wm_role: str, family: str) -> dict:
+    return {**asdict(cell), "role": wm_role, "attack_family": family}
+
+
+def record_failures(ctx: Context, cells, message: str, skip_existing: bool = False) -> None:
+    from harness.records import RUNS_DIR
+
+    for cell in cells:
+        if skip_existing and (Path(ctx.results) / RUNS_DIR / f"{cell.run_id}.json").is_file():
+            continue
+        wm = find_watermark(cell.watermark)
+        family = ATTACKS.get(cell.attack).family
+        RunRecord(cell.run_id, _cell_spec(cell, wm.role, family), {}, status="error", error=message,
+                  started=now(), command=ctx.command).write(ctx.results)
+
+
+def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str, strength: float, cells: tuple,
+                 deps: dict) -> dict:
+    """One attack at one strength on every mark of a setting: one record per (mark, explainer) cell.
+
+    The attacked null model is shared by the marks; each attacked model by the explainers.
+    """
+    from harness import scoring  # noqa: F401  (imported for plugins' side effects parity with runner)
+    from harness.attack import AttackerKit
+    from harness.runner import utility, verification_metrics
+
+    written = {"ok": 0, "error": 0}
+    upstream = [r for k, r in deps.items() if isinstance(r, Failed) and not k.startswith(("mark:", "before:"))]
+    if upstream:
+        record_failures(ctx, cells, f"upstream {upstream[0].key} failed: {upstream[0].message}")
+        written["error"] += len(cells)
+        return written
+
+    preset = get_preset(setting.preset)
+    splits = splits_of(setting)
+    nulls = null_models(ctx, setting)
+    null = nulls[first_null(ctx, setting)]
+    kit = AttackerKit(splits.attacker, setting.model, preset, null_models=nulls)
+    attack_obj = ATTACKS.get(attack_name)()
+    attacked_null = None
+    for mark in marks:
+        mine = [c for c in cells if c.watermark == mark.watermark and c.trigger == mark.trigger_name]
+        failed = [r for k, r in deps.items() if isinstance(r, Failed) and k.split(":")[1] == mark.stem]
+        if failed:
+            record_failures(ctx, mine, f"upstream {failed[0].key} failed: {failed[0].message}")
+            written["error"] += len(mine)
+            continue
+        started = time.time()
+        try:
+            wm = mark.build()
+            marked, owner_key = marked_model_and_key(ctx, mark)
+            seed_everything(setting.seed)
+            tic = time.perf_counter()
+            attacked = attack_obj.apply(marked, kit, strength, setting.seed)
+            seconds = time.perf_counter() - tic
+            seed_everything(setting.seed)
+            report = attack_obj.report(attacked, kit, setting.seed)
+            after = utility(attacked, splits.test, preset.eval_batch_size)[0]
+            if attacked_null is None:
+                seed_everything(setting.seed)
+                attacked_null = attack_obj.apply(null, kit, strength, setting.seed)
+        except Exception as exc:
+            record_failures(ctx, mine, _reason(exc))
+            written["error"] += len(mine)
+            continue
+        for cell in mine:
+            try:
+                metrics = dict(deps[f"before:{mark.stem}:{cell.explainer}"].value)
+                metrics["attack_seconds"] = seconds
+                metrics.update(report)
+                metrics["dice_attacked"] = after["dice"]
+                metrics["auc_attacked"] = after["auc"]
+                metrics["attack_dice_drop"] = metrics["dice_watermarked"] - after["dice"]
+                seed_everything(setting.seed)
+                result = wm.verify(attacked, owner_key, explainer=cell.explainer, seed=setting.seed)
+                metrics.update(verification_metrics(result, "after"))
+                seed_everything(setting.seed)
+                metrics["null_asr_after"] = wm.verify(attacked_null, owner_key, certify=False).asr
+                metrics["removed"] = float(not result.verified and metrics["attack_dice_drop"] <= ctx.dice_budget)
+                record = RunRecord(cell.run_id, _cell_spec(cell, wm.role, attack_obj.family), metrics,
+                                   started=now(), duration_s=time.time() - started, device=ctx.device,
+                                   command=ctx.command)
+                record.write(ctx.results)
+                written["ok"] += 1
+            except Exception as exc:
+                record_failures(ctx, [cell], _reason(exc))
+                written["error"] += 1
+            started = time.time()
+    return written
+
+
+def _reason(exc: Exception) -> str:
+    from harness.errors import HarnessError
+    import traceback
+
+    if isinstance(exc, HarnessError):
+        return str(exc)
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
