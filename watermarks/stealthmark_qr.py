@@ -1,0 +1,371 @@
+"""StealthMark-QR: the QR code is a property of the model (EaaW-style explanation watermark).
+
+In StealthMark (``watermarks/stealthmark.py``) the verifier chooses the QR
+picture once its detector has fired; the model carries one bit per query.
+Here, following "Explanation as a Watermark" (EaaW, Shao et al., NDSS 2025),
+the model itself is fine-tuned so that the linear surrogate of ONE trigger
+image has weights whose signs spell the owner's QR code, while its
+segmentation does not change.
+
+* Payload: the owner's string as a QR code. ``qr_type`` "M1".."M4" is a Micro
+  QR (segno; 11x11 .. 17x17 modules), "1".."40" a regular QR (``qrcode``;
+  version 1 is 21x21). Bit of module p: b_p = +1 dark, -1 light.
+* Features: the trigger image (one of the owner's verification images with
+  the watermark's trigger applied, stored in the key) split into a G x G
+  grid aligned with the modules (``qr.grid_feature_mask``; at 48 px and 13
+  modules, 3-4 px patches). An "off" patch is black, as every explainer in
+  ``harness.explainer`` perturbs.
+* Scalar explained: a named reduction (default ``background-mean``) of the
+  segmentation answer, over the region the model calls background on the
+  unperturbed trigger image (``ModelForward.for_image``).
+* Embedding: starting from the owner's clean model (trained here with the
+  owner's recipe unless passed as ``clean=``), fine-tune with batch norm
+  frozen on: BCE to the ground truth on the owner's images; BCE keeping the
+  clean model's thresholded mask of the trigger image; and the EaaW hinge
+  mean_p max(0, margin - b_p W_p / tau) on the closed-form ridge weights
+  W = (Zc^T Zc + lambda I)^-1 Zc^T (y - mean y) of fresh random keep-masks Z
+  each step (torch.linalg.solve, differentiable through y). Rows of Z come
+  from a mixture of keep densities (LIME's 0.5, near-full as occlusion and
+  Kernel SHAP see, near-empty as Kernel SHAP sees), so that every
+  perturbation explainer sees the same signs.
+* Verification: any registered explainer on the suspect with the key's
+  trigger image and grid; dark where the weight is > 0; render; decode
+  (zxing-cpp reads Micro QR, pyzbar / zxing-cpp regular QR).
+
+Modules that every QR code of the chosen type shares (finder, separator,
+timing patterns: found by encoding random payloads) say nothing about the
+payload; an other owner's mark embedded in the same trigger image would
+match them. The statistical test therefore counts only the payload-dependent
+modules; the bit accuracy over all modules is reported too.
+
+Verification fields (what the runner reads):
+
+* ``asr``: bit accuracy over ALL modules (sign of weight == module).
+* ``fpr``: None (no benign queries in this scheme).
+* ``p_value``: one-sided binomial test (scipy.stats.binomtest, p = 0.5) of
+  the bit accuracy on the payload-dependent modules.
+* ``score``: bit accuracy on the payload-dependent modules.
+* ``null_threshold``, ``p_value_null``: the key's null calibration of
+  ``score`` for the explainer used (``harness.calibration``, Student-t bound
+  over the null population, spread never below the binomial sampling error).
+* ``verified``: p_value < alpha AND p_value_null < level, with the
+  calibration of that explainer; a key without one never verifies.
+* ``qr_decoded`` / ``payload_read``: the sign picture decodes to the owner's
+  payload. Here this is model-dependent evidence (the verifier perturbs every
+  patch, whatever the model), but ``verified`` does not require it.
+* ``queries``: images the explainer sent to the model.
+* ``tpr_at_1fpr``, ``asr_ci_*``: None / Wilson interval of ``asr``.
+* ``certify=False`` changes nothing: the explanation IS the verification.
+"""
+
+from __future__ import annotations
+
+import string
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import binomtest
+
+from harness import calibration, qr
+from harness.errors import HarnessError
+from harness.explainer import ModelForward
+from harness.reductions import REDUCTIONS, get_reduction, region_for
+from harness.registry import EXPLAINERS, TRIGGERS, WATERMARKS
+from harness.segmenter import predict_proba
+from harness.training import fit
+from harness.watermark import Key, Verification, Watermark, to_uint8, trigger_from_spec
+
+MICRO_TYPES = {"M1": 11, "M2": 13, "M3": 15, "M4": 17}
+DEFAULT_REDUCTION = "background-mean"
+
+
+# -- payload <-> modules ---------------------------------------------------------------------------
+def encode(payload: str, qr_type: str = "M2", error: str = "L") -> np.ndarray:
+    """Module matrix (True = dark), no quiet zone, of ``payload`` as a Micro QR ("M1".."M4") or a
+    regular QR of version ``qr_type`` ("1".."40")."""
+    qr_type = str(qr_type).upper()
+    if qr_type in MICRO_TYPES:
+        import segno
+        from segno import DataOverflowError
+
+        try:
+            code = segno.make_micro(payload, version=qr_type, error=error, boost_error=False)
+        except (DataOverflowError, ValueError) as exc:
+            raise HarnessError(f"payload {payload!r} does not fit a Micro QR {qr_type}-{error}: {exc}") from None
+        return np.array([list(row) for row in code.matrix], dtype=bool)
+    if qr_type.isdigit():
+        return qr.encode_payload(payload, int(qr_type), error)
+    raise HarnessError(f"qr_type must be one of {', '.join(MICRO_TYPES)} or a QR version 1..40, got {qr_type!r}")
+
+
+def render(modules: np.ndarray, qr_type: str) -> np.ndarray:
+    """uint8 picture of ``modules`` with the quiet zone the symbol needs (2 for Micro QR, 4 otherwise)."""
+    return qr.render_modules(modules, module_px=8, quiet_zone=2 if str(qr_type).upper() in MICRO_TYPES else 4)
+
+
+def decode(modules: np.ndarray, qr_type: str) -> str | None:
+    """Text read from a module matrix, or None. Micro QR needs zxing-cpp (pyzbar cannot read it)."""
+    image = np.ascontiguousarray(render(modules, qr_type))
+    if str(qr_type).upper() in MICRO_TYPES:
+        import zxingcpp
+
+        found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.MicroQRCode)
+        return found[0].text if found else None
+    return qr.decode(image)
+
+
+def shared_modules(payload: str, qr_type: str, error: str, draws: int = 64, seed: int = 0) -> np.ndarray:
+    """Bool matrix: modules identical in the codes of ``draws`` random payloads of the same type and
+    length (finder, separator, timing patterns). They carry nothing about the payload."""
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list(string.ascii_uppercase + string.digits))
+    first = encode(payload, qr_type, error)
+    same = np.ones_like(first)
+    for _ in range(draws):
+        other = encode("".join(rng.choice(alphabet, size=len(payload))), qr_type, error)
+        same &= other == first
+    return same
+
+
+# -- the closed-form surrogate -----------------------------------------------------------------------
+def ridge_weights(z: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
+    """(P,) weights of the ridge fit of ``y`` (K,) on keep-masks ``z`` (K, P) with an intercept
+    (both centred), differentiable with respect to ``y``."""
+    zc = z - z.mean(0, keepdim=True)
+    yc = y - y.mean()
+    gram = zc.T @ zc + lam * torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
+    return torch.linalg.solve(gram, zc.T @ yc)
+
+
+def centred(weights):
+    """Weights minus their median: the read-out's zero (see ``read_bits``)."""
+    return weights - weights.median()
+
+
+def read_bits(weights: np.ndarray) -> np.ndarray:
+    """Dark where a weight is above the median weight. Blacking out any patch moves every model's output
+    the same way on average (a global offset of all weights, of either sign); the median removes it, so
+    the read is about which patches matter MORE, and a clean model's read splits about half and half."""
+    weights = np.asarray(weights, dtype=np.float64)
+    return weights > np.median(weights)
+
+
+def sign_hinge(weights: torch.Tensor, bits: torch.Tensor, margin: float, tau: float) -> torch.Tensor:
+    """EaaW's loss on the median-centred weights: mean over modules of max(0, margin - b_p (W_p - med W) / tau);
+    0 once every module is on its side of the median with a margin."""
+    return F.relu(margin - bits * centred(weights) / tau).mean()
+
+
+def sample_masks(k: int, p: int, generator: torch.Generator, mix=(0.5, 0.25, 0.25)) -> torch.Tensor:
+    """Float (k, p) 0/1 keep-masks. Row densities: ``mix[0]`` of rows at 0.5 (LIME), ``mix[1]``
+    near-full (keep density U(0.85, 1): a few patches off, as occlusion / Kernel SHAP), ``mix[2]``
+    near-empty (U(0, 0.15): a few patches on, as Kernel SHAP)."""
+    kind = torch.multinomial(torch.tensor(mix, dtype=torch.float64), k, replacement=True, generator=generator)
+    u = torch.rand(k, generator=generator)
+    density = torch.where(kind == 0, torch.full_like(u, 0.5), torch.where(kind == 1, 0.85 + 0.15 * u, 0.15 * u))
+    return (torch.rand(k, p, generator=generator) < density[:, None]).float()
+
+
+@dataclass
+class QRVerification(Verification):
+    """A Verification with the QR-specific numbers (they go into the record as extra fields)."""
+
+    bit_accuracy: float | None = None  # all modules (== asr)
+    bit_accuracy_payload: float | None = None  # payload-dependent modules (== score)
+    p_value_all: float | None = None  # binomial test over all modules
+    modules: int | None = None
+    payload_modules: int | None = None
+    explainer: str | None = None
+
+
+@WATERMARKS.register("stealthmark-qr")
+class StealthMarkQR(Watermark):
+    """Explanation watermark: the trigger image's linear surrogate spells the owner's QR code in its signs."""
+
+    role = "watermark"
+
+    def __init__(self, trigger: str = "patch", payload: str = "OWNERA", qr_type: str = "M2", error: str = "L",
+                 reduction: str = DEFAULT_REDUCTION, trigger_index: int = 0, steps: int = 300,
+                 masks_per_step: int = 64, ridge_lambda: float = 1.0, margin: float = 1.0, tau: float = 0.002,
+                 hinge_weight: float = 1.0, keep_weight: float = 1.0, keep_margin: float = 1.5, lr: float = 5e-4, batch_size: int = 16,
+                 mask_mix=(0.5, 0.25, 0.25), explainer: str = "lime", alpha: float = 0.01):
+        self.trigger = TRIGGERS.get(trigger)()
+        if reduction not in REDUCTIONS or reduction == "detector-score":
+            raise HarnessError(f"stealthmark-qr explains a named reduction other than detector-score, got {reduction!r}")
+        if not 0 < alpha < 1:
+            raise HarnessError(f"alpha must be in (0, 1), got {alpha}")
+        self.payload, self.qr_type, self.error = payload, str(qr_type).upper(), error
+        self.modules = encode(payload, self.qr_type, error)  # fail now, not after training
+        self.reduction, self.trigger_index = reduction, int(trigger_index)
+        self.steps, self.masks_per_step, self.ridge_lambda = int(steps), int(masks_per_step), float(ridge_lambda)
+        self.margin, self.tau, self.hinge_weight, self.keep_weight = float(margin), float(tau), float(hinge_weight), float(keep_weight)
+        self.keep_margin = float(keep_margin)
+        self.lr, self.batch_size, self.mask_mix = float(lr), int(batch_size), tuple(float(m) for m in mask_mix)
+        self.explainer, self.alpha = explainer, float(alpha)
+        self.embed_seconds: float | None = None
+
+    def params(self) -> dict:
+        return {"trigger": self.trigger.spec(), "payload": self.payload, "qr_type": self.qr_type, "error": self.error,
+                "reduction": self.reduction, "trigger_index": self.trigger_index, "steps": self.steps,
+                "masks_per_step": self.masks_per_step, "ridge_lambda": self.ridge_lambda, "margin": self.margin,
+                "tau": self.tau, "hinge_weight": self.hinge_weight, "keep_weight": self.keep_weight, "keep_margin": self.keep_margin, "lr": self.lr,
+                "batch_size": self.batch_size, "mask_mix": list(self.mask_mix), "alpha": self.alpha}
+
+    # -- the owner's trigger image -----------------------------------------------------------------
+    def trigger_image(self, splits) -> torch.Tensor:
+        """(3, H, W): the owner's chosen image, one verification query with the trigger, as uint8 would store it."""
+        image = self.trigger.apply(splits.queries.images[self.trigger_index : self.trigger_index + 1])
+        return torch.from_numpy(to_uint8(image)[0].astype(np.float32) / 255.0)
+
+    # -- embedding -----------------------------------------------------------------------------------
+    def embed(self, model, splits, preset, seed, clean=None, log=None):
+        """Fine-tune ``model`` (or a copy of ``clean``'s weights) to carry the mark; returns it (eval mode).
+
+        The runner passes a freshly initialised model; without ``clean``, the owner's clean recipe
+        (``fit`` on owner_train, ``preset.train``, ``seed``: what ``nulls.train_clean`` runs) trains it first.
+        """
+        tic = time.perf_counter()
+        if clean is not None:
+            model.load_state_dict(clean.state_dict())
+        else:
+            fit(model, splits.owner_train.images, splits.owner_train.masks, preset.train, seed, desc="owner's clean recipe")
+        model.eval()  # batch norm frozen at the clean statistics: perturbed (black) images must not move them
+        device = next(model.parameters()).device
+        image = self.trigger_image(splits).to(device)
+        height, width = image.shape[-2:]
+        feature_mask = torch.from_numpy(qr.grid_feature_mask(height, width, self.modules.shape[0])).to(device)
+        bits = torch.from_numpy(np.where(self.modules.reshape(-1), 1.0, -1.0)).float().to(device)
+        with torch.no_grad():
+            clean_probs = torch.sigmoid(model(image[None]))
+        # +1 where the clean model says object, -1 background: the mask is kept while every logit stays on
+        # its side with a margin (a hinge, not BCE to the hard mask, which would pin the background at 0,
+        # where the sigmoid is flat and no patch can move it).
+        keep_sign = torch.where(clean_probs > 0.5, 1.0, -1.0)
+        region = region_for(self.reduction, clean_probs)
+        reduce = get_reduction(self.reduction)
+        gen = torch.Generator().manual_seed(seed + 7919)
+        train_images, train_masks = splits.owner_train.images.to(device), splits.owner_train.masks.to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.steps))
+        k = self.masks_per_step
+        self.history = []
+        for step in range(self.steps):
+            z = sample_masks(k, len(bits), gen, self.mask_mix).to(device)
+            perturbed = image[None] * z[:, feature_mask][:, None]
+            index = torch.randint(len(train_images), (self.batch_size,), generator=gen).to(device)
+            logits = model(torch.cat([perturbed, image[None], train_images[index]]))
+            y = reduce(torch.sigmoid(logits[:k]), region)
+            weights = ridge_weights(z.double(), y.double(), self.ridge_lambda).float()
+            hinge = sign_hinge(weights, bits, self.margin, self.tau)
+            keep = F.relu(self.keep_margin - keep_sign * logits[k : k + 1]).mean()
+            seg = F.binary_cross_entropy_with_logits(logits[k + 1 :], train_masks[index])
+            loss = seg + self.keep_weight * keep + self.hinge_weight * hinge
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            w = centred(weights.detach())
+            agree = float(((w > 0).float() * 2 - 1 == bits).float().mean())
+            corr = float(torch.corrcoef(torch.stack([w, bits]))[0, 1])
+            self.history.append((seg.item(), keep.item(), hinge.item(), agree, corr))
+            if log is not None and (step % 25 == 0 or step == self.steps - 1):
+                log(f"step {step}: seg {seg.item():.4f} keep {keep.item():.4f} hinge {hinge.item():.4f} "
+                    f"agreement (fresh masks) {agree:.3f} corr {corr:.3f}")
+        self.embed_seconds = time.perf_counter() - tic
+        return model.eval()
+
+    # -- key ---------------------------------------------------------------------------------------------
+    def make_key(self, model, splits, preset, seed):
+        image = self.trigger_image(splits)
+        shared = shared_modules(self.payload, self.qr_type, self.error)
+        meta = {"watermark": self.spec(), "preset": preset.name, "image_size": preset.image_size, "seed": seed,
+                "payload": self.payload, "qr_type": self.qr_type, "error": self.error, "reduction": self.reduction,
+                "explainer": self.explainer, "explain_samples": preset.explain_samples, "alpha": self.alpha,
+                "grid": int(self.modules.shape[0])}
+        arrays = {"trigger_image": to_uint8(image[None])[0], "modules": self.modules.astype(np.uint8),
+                  "shared_modules": shared.astype(np.uint8)}
+        return Key(meta, arrays)
+
+    @staticmethod
+    def key_image(key: Key) -> torch.Tensor:
+        return torch.from_numpy(key.arrays["trigger_image"].astype(np.float32) / 255.0)
+
+    # -- verification --------------------------------------------------------------------------------
+    def read_weights(self, model, key: Key, explainer: str, seed: int = 0, n_samples: int | None = None):
+        """(weights (P,), images sent to the model): ``explainer`` on the key's trigger image and grid."""
+        image = self.key_image(key)
+        feature_mask = qr.grid_feature_mask(image.shape[1], image.shape[2], key.meta["grid"])
+        forward = ModelForward.for_image(model, image, key.meta["reduction"], batch_size=64)
+        sent = [0]
+
+        class Counting:  # counts what the model answered; keeps the differentiable path for white-box explainers
+            def __call__(self, batch):
+                sent[0] += len(batch)
+                return forward(batch)
+
+            def torch(self, images):
+                sent[0] += len(images)
+                return forward.torch(images)
+
+        weights = EXPLAINERS.get(explainer)().attribute(
+            Counting(), image.permute(1, 2, 0).numpy(), feature_mask,
+            n_samples=n_samples or key.meta["explain_samples"], batch_size=64, seed=seed)
+        return np.asarray(weights, dtype=np.float64), sent[0]
+
+    @staticmethod
+    def bit_scores(weights: np.ndarray, key: Key) -> dict:
+        modules = key.arrays["modules"].astype(bool)
+        payload_part = ~key.arrays["shared_modules"].astype(bool)
+        read = read_bits(weights).reshape(modules.shape)
+        correct = read == modules
+        n_all, n_pay = correct.size, int(payload_part.sum())
+        hits_all, hits_pay = int(correct.sum()), int(correct[payload_part].sum())
+        return {"read": read, "hits_all": hits_all, "n_all": n_all, "hits_payload": hits_pay, "n_payload": n_pay,
+                "bit_accuracy": hits_all / n_all, "bit_accuracy_payload": hits_pay / n_pay,
+                "p_value_all": float(binomtest(hits_all, n_all, 0.5, alternative="greater").pvalue),
+                "p_value": float(binomtest(hits_pay, n_pay, 0.5, alternative="greater").pvalue)}
+
+    def verify(self, model, key, explainer=None, seed=0, certify=True):
+        explainer = explainer or key.meta["explainer"]
+        weights, sent = self.read_weights(model, key, explainer, seed)
+        s = self.bit_scores(weights, key)
+        low, high = calibration.wilson_interval(s["hits_all"], s["n_all"])
+        payload_read = decode(s["read"], key.meta["qr_type"])
+        result = QRVerification(
+            asr=s["bit_accuracy"], fpr=None, p_value=s["p_value"], verified=False, queries=sent,
+            score=s["bit_accuracy_payload"], asr_ci_low=low, asr_ci_high=high,
+            qr_decoded=payload_read == key.meta["payload"], payload_read=payload_read,
+            certificate=weights.reshape(key.arrays["modules"].shape),
+            bit_accuracy=s["bit_accuracy"], bit_accuracy_payload=s["bit_accuracy_payload"],
+            p_value_all=s["p_value_all"], modules=s["n_all"], payload_modules=s["n_payload"], explainer=explainer)
+        cal = key.meta.get("null_calibrations", {}).get(explainer)
+        if cal is not None:
+            result.null_threshold = cal["threshold"]
+            result.p_value_null = calibration.null_p_value(result.score, cal)
+            result.verified = bool(result.p_value < key.meta["alpha"] and result.p_value_null < cal["level"])
+        return result
+
+    def calibrate(self, key: Key, null_models: dict, level: float = calibration.DEFAULT_LEVEL,
+                  explainers=None, seed: int = 0) -> Key:
+        """Payload-module bit accuracy of each null model, per explainer, stored in the key (returned).
+
+        ``explainers``: default every registered one, so any explainer a run asks for has its own null
+        bound (a model-independent explainer gets a bound it cannot beat on a copy either)."""
+        explainers = list(explainers or EXPLAINERS.names())
+        key.meta.setdefault("null_calibrations", {})
+        key.meta.setdefault("null_bit_accuracy", {})
+        n_pay = int((~key.arrays["shared_modules"].astype(bool)).sum())
+        noise = float(np.sqrt(0.25 / n_pay))  # binomial sampling error of a bit accuracy under random bits
+        for name in explainers:
+            scores = [self.bit_scores(self.read_weights(m, key, name, seed)[0], key) for m in null_models.values()]
+            payload_acc = [s["bit_accuracy_payload"] for s in scores]
+            cal = calibration.calibration_from_null_scores(payload_acc, np.array(payload_acc), list(null_models),
+                                                           level, [noise] * len(payload_acc))
+            key.meta["null_calibrations"][name] = cal
+            key.meta["null_bit_accuracy"][name] = [s["bit_accuracy"] for s in scores]
+        key.meta["null_calibration"] = key.meta["null_calibrations"].get(key.meta["explainer"])
+        return key
