@@ -76,3 +76,25 @@ def as_input(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     if on_gpu(device) and images.dim() == 4:
         images = images.contiguous(memory_format=torch.channels_last)
     return images
+
+
+@contextlib.contextmanager
+def gpu_speed(device: torch.device | str):
+    """On CUDA: cuDNN autotuning on and deterministic algorithms off while training.
+
+    Determinism is promised on CPU; on a GPU the deterministic kernels cost
+    throughput and bf16 already changes the last digits.
+    """
+    if not on_gpu(device):
+        yield
+        return
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark

@@ -39,6 +39,7 @@ NULL_POPULATIONS = {
     "smoke": NullPopulationSpec(seeds=2, models=("basic-unet", "unet")),
     "tiny": NullPopulationSpec(seeds=5, models=("basic-unet", "unet")),
     "paper": NullPopulationSpec(seeds=5, models=("unet", "basic-unet")),
+    "paper-short": NullPopulationSpec(seeds=1, models=("unet", "basic-unet")),  # the GPU path check, in minutes
 }
 
 

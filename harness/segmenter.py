@@ -38,8 +38,11 @@ class Segmenter(nn.Module):
 
 
 def build_model(name: str, preset: str) -> Segmenter:
-    """A freshly initialised registered network (seed the global RNG first)."""
-    return Segmenter(MODELS.get(name)(preset))
+    """A freshly initialised registered network at ``preset``'s model size (seed the global RNG first)."""
+    from harness.presets import PRESETS
+
+    size = PRESETS[preset].model_size if preset in PRESETS else preset
+    return Segmenter(MODELS.get(name)(size))
 
 
 @torch.no_grad()

@@ -85,12 +85,20 @@ def splits_of(setting: Setting):
     return _MEMO[key]
 
 
-def dataset_label(setting: Setting) -> str:
-    """The dataset as records and cache keys name it: the plain name for the built-in synthetic
-    data, else the name with a fingerprint of the copy on disk and its options."""
+def data_fingerprint(setting: Setting) -> str:
+    """What cache keys name: the dataset with its generator version, options, or files on disk."""
     from harness.data import dataset_fingerprint
 
     return dataset_fingerprint(setting.dataset, setting.data_dir, dict(setting.dataset_options))
+
+
+def dataset_label(setting: Setting) -> str:
+    """What records and the leaderboard name: ``kvasir:<hash of the files>`` for a folder, so two
+    copies never share a row; ``synthetic-fundus[target=cup]`` for a procedural set with options."""
+    if setting.data_dir is not None:
+        return data_fingerprint(setting)
+    options = ",".join(f"{k}={v}" for k, v in setting.dataset_options)
+    return setting.dataset + (f"[{options}]" if options else "")
 
 
 def _population(ctx: Context, setting: Setting):
@@ -123,7 +131,7 @@ def clean_model(ctx: Context, setting: Setting):
     key = ("clean", ctx.results, ctx.device, setting)
     if key not in _MEMO:
         preset = get_preset(setting.preset)
-        _MEMO[key] = to_device(train_clean(_cache(ctx), setting.model, dataset_label(setting), preset, setting.seed,
+        _MEMO[key] = to_device(train_clean(_cache(ctx), setting.model, data_fingerprint(setting), preset, setting.seed,
                                            splits_of(setting).owner_train, "clean", log=None, device=ctx.device),
                                ctx.device)
     return _MEMO[key]
@@ -135,7 +143,7 @@ def marked_model_and_key(ctx: Context, mark: Mark):
     key = ("mark", ctx.results, ctx.device, mark, ctx.null_seeds, ctx.null_models, ctx.null_level)
     if key not in _MEMO:
         s = mark.setting
-        marked, owner_key = embedded_model_and_key(_cache(ctx), mark.build(), s.model, dataset_label(s),
+        marked, owner_key = embedded_model_and_key(_cache(ctx), mark.build(), s.model, data_fingerprint(s),
                                                    get_preset(s.preset), s.seed, splits_of(s),
                                                    null_models(ctx, s), ctx.null_level, device=ctx.device)
         _MEMO[key] = (to_device(marked, ctx.device), owner_key)

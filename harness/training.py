@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from harness.device import as_input, autocast, model_device, on_gpu
+from harness.device import as_input, autocast, gpu_speed, model_device, on_gpu
 from harness.presets import TrainConfig
 
 # Keep the training set on the GPU when it fits in this share of free memory: at paper
@@ -67,19 +67,20 @@ def fit(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
     model.train()
     bar = tqdm(total=config.epochs * steps_per_epoch, desc=desc, unit="step", leave=False, dynamic_ncols=True)
-    for _ in range(config.epochs):
-        permutation = torch.randperm(len(images), generator=order)
-        for start in range(0, len(images), config.batch_size):
-            batch = permutation[start : start + config.batch_size]
-            with autocast(device):
-                value = loss(model, as_input(images[batch], device), targets[batch].to(device, non_blocking=True),
-                             batch)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-            schedule.step()
-            bar.update()
-            if bar.n % 20 == 0:  # .item() waits for the GPU: not every step
-                bar.set_postfix(loss=f"{value.item():.4f}", refresh=False)
+    with gpu_speed(device):
+        for _ in range(config.epochs):
+            permutation = torch.randperm(len(images), generator=order)
+            for start in range(0, len(images), config.batch_size):
+                batch = permutation[start : start + config.batch_size]
+                with autocast(device):
+                    value = loss(model, as_input(images[batch], device),
+                                 targets[batch].to(device, non_blocking=True), batch)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                optimizer.step()
+                schedule.step()
+                bar.update()
+                if bar.n % 20 == 0:  # .item() waits for the GPU: not every step
+                    bar.set_postfix(loss=f"{value.item():.4f}", refresh=False)
     bar.close()
     return model.eval()
