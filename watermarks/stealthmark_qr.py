@@ -29,7 +29,9 @@ segmentation does not change.
   Kernel SHAP see, near-empty as Kernel SHAP sees), so that every
   perturbation explainer sees the same signs.
 * Verification: any registered explainer on the suspect with the key's
-  trigger image and grid; dark where the weight is > 0; render; decode
+  trigger image and grid; the code's number of dark modules goes to the largest weights (a rank read:
+  blacking out any patch shifts every model's weights by a common offset, which the rank ignores;
+  EaaW reads the plain sign); render; decode
   (zxing-cpp reads Micro QR, pyzbar / zxing-cpp regular QR).
 
 Modules that every QR code of the chosen type shares (finder, separator,
@@ -40,7 +42,7 @@ modules; the bit accuracy over all modules is reported too.
 
 Verification fields (what the runner reads):
 
-* ``asr``: bit accuracy over ALL modules (sign of weight == module).
+* ``asr``: bit accuracy over ALL modules (read module == code module).
 * ``fpr``: None (no benign queries in this scheme).
 * ``p_value``: one-sided binomial test (scipy.stats.binomtest, p = 0.5) of
   the bit accuracy on the payload-dependent modules.
@@ -140,23 +142,28 @@ def ridge_weights(z: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
     return torch.linalg.solve(gram, zc.T @ yc)
 
 
-def centred(weights):
-    """Weights minus their median: the read-out's zero (see ``read_bits``)."""
-    return weights - weights.median()
+def centred(weights, light_fraction: float = 0.5):
+    """Weights minus their ``light_fraction`` quantile: the read-out's zero (see ``read_bits``)."""
+    return weights - torch.quantile(weights, light_fraction)
 
 
-def read_bits(weights: np.ndarray) -> np.ndarray:
-    """Dark where a weight is above the median weight. Blacking out any patch moves every model's output
-    the same way on average (a global offset of all weights, of either sign); the median removes it, so
-    the read is about which patches matter MORE, and a clean model's read splits about half and half."""
-    weights = np.asarray(weights, dtype=np.float64)
-    return weights > np.median(weights)
+def read_bits(weights: np.ndarray, dark_count: int | None = None) -> np.ndarray:
+    """Dark for the ``dark_count`` largest weights (default: half). Blacking out any patch moves every
+    model's output the same way on average (a global offset of all weights, of either sign); a rank
+    read removes it, so the read is about which patches matter MORE, and a clean model's read has the
+    code's share of dark modules whatever its offset. The key stores the count (it is the code's)."""
+    weights = np.asarray(weights, dtype=np.float64).ravel()
+    dark_count = len(weights) // 2 if dark_count is None else int(dark_count)
+    read = np.zeros(len(weights), dtype=bool)
+    read[np.argsort(-weights, kind="stable")[:dark_count]] = True
+    return read
 
 
 def sign_hinge(weights: torch.Tensor, bits: torch.Tensor, margin: float, tau: float) -> torch.Tensor:
-    """EaaW's loss on the median-centred weights: mean over modules of max(0, margin - b_p (W_p - med W) / tau);
-    0 once every module is on its side of the median with a margin."""
-    return F.relu(margin - bits * centred(weights) / tau).mean()
+    """EaaW's loss on centred weights: mean over modules of max(0, margin - b_p (W_p - c) / tau), c the
+    light-share quantile of W (see ``read_bits``);
+    0 once every module is on its side of c with a margin."""
+    return F.relu(margin - bits * centred(weights, float((bits < 0).float().mean())) / tau).mean()
 
 
 def sample_masks(k: int, p: int, generator: torch.Generator, mix=(0.5, 0.25, 0.25)) -> torch.Tensor:
@@ -268,7 +275,7 @@ class StealthMarkQR(Watermark):
             loss.backward()
             optimizer.step()
             schedule.step()
-            w = centred(weights.detach())
+            w = centred(weights.detach(), float((bits < 0).float().mean()))
             agree = float(((w > 0).float() * 2 - 1 == bits).float().mean())
             corr = float(torch.corrcoef(torch.stack([w, bits]))[0, 1])
             self.history.append((seg.item(), keep.item(), hinge.item(), agree, corr))
@@ -320,7 +327,7 @@ class StealthMarkQR(Watermark):
     def bit_scores(weights: np.ndarray, key: Key) -> dict:
         modules = key.arrays["modules"].astype(bool)
         payload_part = ~key.arrays["shared_modules"].astype(bool)
-        read = read_bits(weights).reshape(modules.shape)
+        read = read_bits(weights, int(modules.sum())).reshape(modules.shape)
         correct = read == modules
         n_all, n_pay = correct.size, int(payload_part.sum())
         hits_all, hits_pay = int(correct.sum()), int(correct[payload_part].sum())

@@ -1,0 +1,138 @@
+"""Fast checks of stealthmark-qr (smoke preset and toy functions; seconds, not minutes)."""
+
+import numpy as np
+import pytest
+import torch
+
+from harness.data import make_splits
+from harness.presets import get_preset
+from harness.registry import WATERMARKS
+from harness.segmenter import build_model
+from harness.watermark import Key
+from watermarks import stealthmark_qr as smq
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    yield
+
+
+def test_registered():
+    assert WATERMARKS.get("stealthmark-qr") is smq.StealthMarkQR
+
+
+@pytest.mark.parametrize("qr_type, payload", [("M2", "OWNERA"), ("M3", "HOSPITAL-A"), ("1", "HOSPITAL-A:2026")])
+def test_payload_round_trip_through_modules_render_decode(qr_type, payload):
+    modules = smq.encode(payload, qr_type, "L")
+    side = smq.MICRO_TYPES.get(qr_type, 21)
+    assert modules.shape == (side, side)
+    assert smq.decode(modules, qr_type) == payload
+    # weights whose signs (about the median) spell the modules decode too
+    rng = np.random.default_rng(0)
+    weights = np.where(modules, 1.0, -1.0) * rng.uniform(0.5, 2.0, modules.shape) + 0.3
+    assert smq.decode(smq.read_bits(weights.ravel(), int(modules.sum())).reshape(modules.shape), qr_type) == payload
+
+
+def test_payload_that_does_not_fit_fails_early():
+    with pytest.raises(Exception, match="does not fit"):
+        smq.StealthMarkQR(payload="THIS-PAYLOAD-IS-FAR-TOO-LONG", qr_type="M2")
+
+
+def test_shared_modules_are_the_function_patterns():
+    shared = smq.shared_modules("OWNERA", "M2", "L")
+    assert shared[:7, :7].all()  # the finder pattern is in every Micro QR code
+    assert 0.2 < shared.mean() < 0.7  # ... but the payload region is not
+    a, b = smq.encode("OWNERA", "M2", "L"), smq.encode("OWNERB", "M2", "L")
+    assert (a[shared] == b[shared]).all() and (a[~shared] != b[~shared]).any()
+
+
+def test_ridge_weights_recover_a_linear_function():
+    gen = torch.Generator().manual_seed(0)
+    z = smq.sample_masks(2000, 12, gen)
+    theta = torch.linspace(-1, 1, 12, dtype=torch.float64)
+    w = smq.ridge_weights(z.double(), 0.7 + z.double() @ theta, lam=1e-3)
+    assert torch.allclose(w, theta, atol=1e-6)
+
+
+def test_sign_hinge_gradient_moves_signs_towards_the_bits():
+    """Toy differentiable 'model' y = Z theta: descending the hinge on the closed-form ridge weights of
+    fresh masks makes the weights' signs (about their median) spell the bits."""
+    gen = torch.Generator().manual_seed(1)
+    bits = torch.tensor([1.0, -1, -1, 1, 1, -1, 1, -1, -1, 1, 1, -1])
+    theta = (0.01 * torch.randn(12, generator=gen)).requires_grad_()
+    # one step: the gradient of every violated module's weight points against its bit
+    z = smq.sample_masks(256, 12, gen).double()
+    w = smq.ridge_weights(z, z @ theta.double(), 1.0)
+    smq.sign_hinge(w.float(), bits, margin=1.0, tau=0.05).backward()
+    violated = bits * smq.centred(w.detach().float(), 0.5) < 0.05
+    assert (torch.sign(theta.grad[violated]) == -bits[violated]).float().mean() >= 0.9
+    optimizer = torch.optim.SGD([theta], lr=0.05)
+    for _ in range(100):
+        z = smq.sample_masks(64, 12, gen).double()
+        loss = smq.sign_hinge(smq.ridge_weights(z, z @ theta.double(), 1.0).float(), bits, 1.0, 0.05)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+    read = smq.read_bits(theta.detach().numpy(), int((bits > 0).sum()))
+    assert (read == (bits > 0).numpy()).all()
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    preset = get_preset("smoke")
+    splits = make_splits("synthetic-polyp", preset, 0)
+    torch.manual_seed(0)
+    model = build_model("basic-unet", "smoke")
+    wm = smq.StealthMarkQR(steps=3, masks_per_step=8, batch_size=4)
+    # three fine-tuning steps from an untrained network: a null-ish model that carries no mark
+    model = wm.embed(model, splits, preset, 0, clean=build_model("basic-unet", "smoke"))
+    return wm, model, splits, preset
+
+
+def test_embed_runs_and_keeps_batch_norm_statistics(smoke):
+    wm, model, _, _ = smoke
+    assert len(wm.history) == 3 and all(np.isfinite(h).all() for h in wm.history)
+    assert not model.training
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))  # frozen: never updated
+
+
+def test_key_save_load_round_trip(smoke, tmp_path):
+    wm, model, splits, preset = smoke
+    key = wm.make_key(model, splits, preset, 0)
+    loaded = Key.load(key.save(tmp_path / "k.npz"))
+    assert loaded.meta["payload"] == "OWNERA" and loaded.meta["grid"] == 13
+    for name in ("trigger_image", "modules", "shared_modules"):
+        assert np.array_equal(loaded.arrays[name], key.arrays[name])
+    assert loaded.arrays["trigger_image"].shape == (3, 32, 32)
+
+
+def test_verify_fields_and_a_random_model_does_not_decode(smoke):
+    wm, model, splits, preset = smoke
+    key = wm.make_key(model, splits, preset, 0)
+    result = wm.verify(model, key, explainer="captum-occlusion")
+    assert 0 <= result.asr <= 1 and result.asr == result.bit_accuracy
+    assert result.score == result.bit_accuracy_payload and 0 < result.p_value <= 1
+    assert result.fpr is None and result.queries == 13 * 13 + 1
+    assert result.certificate.shape == (13, 13)
+    assert result.qr_decoded is False and not result.verified  # no calibration: never verified
+    assert "certificate" not in result.as_record() and "bit_accuracy" in result.as_record()
+
+
+def test_calibration_per_explainer_gates_the_verdict(smoke):
+    wm, model, splits, preset = smoke
+    key = wm.make_key(model, splits, preset, 0)
+    nulls = {}
+    for i in range(3):
+        torch.manual_seed(10 + i)
+        nulls[f"n{i}"] = build_model("basic-unet", "smoke").eval()
+    wm.calibrate(key, nulls, explainers=["captum-occlusion"])
+    cal = key.meta["null_calibrations"]["captum-occlusion"]
+    assert cal["members"] == ["n0", "n1", "n2"] and len(key.meta["null_bit_accuracy"]["captum-occlusion"]) == 3
+    result = wm.verify(model, key, explainer="captum-occlusion")
+    assert result.null_threshold == cal["threshold"] and result.p_value_null is not None
+    assert not result.verified
+    # an explainer without a calibration never verifies
+    assert wm.verify(model, key, explainer="lime").p_value_null is None
