@@ -299,7 +299,9 @@ def plan(grid: Grid, ctx: Context) -> Plan:
         spec = population_spec(setting.preset, grid.null_seeds, grid.null_models)
         null_keys = []
         for member in members(spec, setting.seed):
-            key = f"null:{setting.label}:{member.name}"
+            # Nulls do not depend on the suspect's architecture: settings that differ only in
+            # model share them.
+            key = f"null:{replace(setting, model='*').label}:{member.name}"
             null_keys.append(key)
             all_tasks.setdefault(key, Task(key, "null", (), tasks.train_null_member, (setting, member)))
         clean_key = f"clean:{setting.label}"
