@@ -32,7 +32,11 @@ pytestmark = pytest.mark.claims
 
 PERTURBATION_EXPLAINERS = ("lime", "kernelshap", "captum-lime", "captum-kernelshap", "captum-occlusion")
 CONFIG = {"steps": 3000, "masks_per_step": 512, "tau": 2.5e-4, "hinge_weight": 5, "lr": 1e-3}
-HARM_MISS = "bar not met: measured harm_dice_drop 0.064 (k512, seed 0) vs bar 0.01; strict: turns red once met"
+HARM_MISS = "bar not met: measured harm_dice_drop 0.073 (k512, seed 0) vs bar 0.01; strict: turns red once met"
+DECODE_MISS = ("bar not met: 0 of 5 explainers decode (bit accuracy 0.93-0.98; Micro QR M2-L corrects almost "
+               "no module errors); strict: turns red once met")
+NULL_BAND_MISS = ("bar not met: null bit accuracies 0.444-0.621 over 10 nulls x 5 explainers; 3 of 50 above the "
+                  "99% band 0.401-0.599 (none decodes, none verifies); strict: turns red once met")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,7 @@ def world(tmp_path_factory):
     return preset, splits, clean, nulls, owners
 
 
+@pytest.mark.xfail(strict=True, reason=DECODE_MISS)
 def test_qr_decodes_with_at_least_three_perturbation_explainers(world):
     *_, owners = world
     wm, model, key = owners["OWNERA"]
@@ -85,6 +90,7 @@ def test_output_stealth(world):
     assert scoring.summarize(flip) <= 0.002
 
 
+@pytest.mark.xfail(strict=True, reason=NULL_BAND_MISS)
 def test_nulls_never_decode_and_stay_in_the_binomial_band(world):
     *_, nulls, owners = world
     wm, _, key = owners["OWNERA"]
