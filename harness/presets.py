@@ -51,7 +51,12 @@ class Preset:
         return self.owner_verify // 2
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Every field that decides a trained model (part of cache keys). ``architecture`` only
+        when set: presets that build their own size keep the keys they always had."""
+        out = asdict(self)
+        if not out["architecture"]:
+            del out["architecture"]
+        return out
 
 
 PRESETS = {
