@@ -51,7 +51,8 @@ class PadToMultiple(nn.Module):
 # network. Depth 2 per stage keeps Swin's regular/shifted window alternation (depth 1 would
 # never shift); 4x4 windows tile the 32/16/8/4 token grids of a 64px input without padding
 # (7x7 would pad 32 to 35), head dim 12 throughout. paper (25.1M) at batch 48, 256x256: 169 ms
-# per Adam step, 24 GiB (fp32, H200).
+# per Adam step, 24 GiB (fp32, H200). Trained with the tiny recipe (665 steps, seed 0, 222 s on the
+# loaded CPU): test Dice 0.80 on synthetic polyps (basic-unet: 0.74).
 CONFIGS = {
     "smoke": (12, (2, 2, 2, 2), (1, 2, 4, 8), 4),
     "tiny": (12, (2, 2, 2, 2), (1, 2, 4, 8), 4),

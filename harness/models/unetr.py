@@ -15,6 +15,7 @@ from harness.registry import MODELS
 # dim 16) / MLP 128 and the decoder to 8 features: 0.70M parameters (hidden 96 gave 1.24M).
 # Measured, one thread, batch 16 at 48x48, forward + backward + Adam step: tiny 0.09 s on the
 # shared 2-core CPU; paper (87.7M) at batch 48, 256x256: 100 ms, 14.8 GiB (fp32, H200).
+# Trained with the tiny recipe (665 steps, seed 0): test Dice 0.73 on synthetic polyps (basic-unet: 0.74).
 CONFIGS = {
     "smoke": (32, 8, 32, 64, 2),
     "tiny": (48, 8, 64, 128, 4),
