@@ -73,8 +73,14 @@ class ArtifactCache:
         """
         data, manifest = self._paths(kind, spec)
         if self._intact(data, manifest):
-            model.load_state_dict(torch.load(data, map_location="cpu", weights_only=True))
-            return model.eval(), True
+            state = torch.load(data, map_location="cpu", weights_only=True)
+            try:
+                model.load_state_dict(state)
+                return model.eval(), True
+            except RuntimeError:
+                # Intact, but made by an earlier version of this architecture (its keys or
+                # shapes differ): stale, so rebuilt below rather than half-loaded.
+                pass
         trained = train(model)
         atomic_write_bytes(data, lambda h: torch.save(trained.state_dict(), h))
         self._commit(data, manifest, spec)

@@ -203,3 +203,22 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_a_cached_model_of_an_older_architecture_is_rebuilt(tmp_path):
+    import torch
+
+    from harness.cache import ArtifactCache
+
+    cache = ArtifactCache(tmp_path)
+    trained = []
+
+    def train(model):
+        trained.append(model)
+        return model
+
+    cache.model("clean", {"x": 1}, torch.nn.Linear(3, 2), train)
+    model, loaded = cache.model("clean", {"x": 1}, torch.nn.Linear(3, 4), train)  # same spec, new shapes
+    assert not loaded and len(trained) == 2 and model.weight.shape == (4, 3)
+    _, loaded = cache.model("clean", {"x": 1}, torch.nn.Linear(3, 4), train)
+    assert loaded and len(trained) == 2
