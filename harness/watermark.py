@@ -88,7 +88,7 @@ class Verification:
     """
 
     asr: float  # fraction of triggered queries flagged (higher = mark present)
-    fpr: float  # fraction of benign queries flagged
+    fpr: float | None  # fraction of benign queries flagged (None: a scheme without benign queries)
     p_value: float  # one-sided Fisher exact test: triggered flagged more often than benign
     verified: bool  # both tests passed (see above)
     queries: int  # M triggered + M benign
