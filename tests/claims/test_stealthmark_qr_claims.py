@@ -6,7 +6,7 @@ On an H200 one embedding took 89 s; on this 2-core CPU a step costs about
 4 s, so about 3.5 hours per owner: run it where a GPU is (it uses CUDA when
 available) with::
 
-    .venv/bin/python -m pytest -m claims tests/claims/test_stealthmark_qr.py
+    .venv/bin/python -m pytest -m claims tests/claims/test_stealthmark_qr_claims.py
 
 The bars are the issue's; where one was not met the test is a strict xfail
 carrying the measured value (k512 model embedded on an H200, measured on CPU).
