@@ -24,14 +24,18 @@ def _yes(value) -> str:
 def print_summary(records: list[RunRecord], console: Console | None = None) -> None:
     console = console or Console(width=160)
     by_watermark: dict[str, list[RunRecord]] = {}
+    # A grid varies more than the watermark: name every field that differs between the records.
+    varying = [k for k in ("model", "dataset", "preset", "seed") if len({str(r.spec.get(k)) for r in records}) > 1]
     for record in records:
         label = f"{record.spec['watermark']} ({record.spec.get('trigger', '?')})"
+        label += "".join(f" {record.spec[k] if k != 'seed' else 'seed ' + str(record.spec[k])}" for k in varying)
         by_watermark.setdefault(label, []).append(record)
 
     before = Table(title="Before the attack (test split; verification: M triggered + M benign queries)")
     for column in ("watermark", "role", "dice clean", "dice marked", "harm", "AUC harm", "flip rate", "flip clean",
                    "trigger PSNR", "ASR", "FPR", "p", "QR", "null ASR", "null p"):
-        before.add_column(column, justify="left" if column in ("watermark", "role") else "right")
+        before.add_column(column, justify="left" if column in ("watermark", "role") else "right",
+                          no_wrap=column == "watermark")
     for name, rows in by_watermark.items():
         m = rows[0].metrics
         before.add_row(name, rows[0].spec["role"], _fmt(m["dice_clean"]), _fmt(m["dice_watermarked"]),
@@ -44,7 +48,8 @@ def print_summary(records: list[RunRecord], console: Console | None = None) -> N
     after = Table(title="After the attack (removed = not verified while the Dice drop is within budget)")
     for column in ("watermark", "attack", "strength", "dice", "dice drop", "ASR", "FPR", "p", "verified",
                    "QR", "null ASR", "removed", "seconds"):
-        after.add_column(column, justify="left" if column in ("watermark", "attack") else "right")
+        after.add_column(column, justify="left" if column in ("watermark", "attack") else "right",
+                         no_wrap=column == "watermark")
     for name, rows in by_watermark.items():
         for record in sorted(rows, key=lambda r: (r.spec["attack"], r.spec["strength"])):
             m = record.metrics
@@ -60,7 +65,9 @@ def print_summary(records: list[RunRecord], console: Console | None = None) -> N
     for column in ("watermark", "attacks tried", "worst attack", "strength", "dice drop"):
         worst.add_column(column)
     for row in worst_cases(table):
-        worst.add_row(f"{row['watermark']} ({row['trigger']})", str(row["attacks_tried"]), row["worst_attack"],
+        label = f"{row['watermark']} ({row['trigger']})" + "".join(
+            f" {row[k] if k != 'seed' else 'seed ' + str(row[k])}" for k in varying)
+        worst.add_row(label, str(row["attacks_tried"]), row["worst_attack"],
                       "-" if row["worst_strength"] is None else f"{row['worst_strength']:g}",
                       _fmt(row["attack_dice_drop"]))
     console.print(worst)
