@@ -36,7 +36,7 @@ from harness.presets import TrainConfig  # noqa: E402
 from harness.segmenter import build_model  # noqa: E402
 from harness.training import fit  # noqa: E402
 
-MODELS = ("unet", "basic-unet", "attention-unet", "segresnet", "sam", "unetr", "swin-unetr")
+MODELS = ("unet", "sam", "swin-unetr", "unetr", "basic-unet", "attention-unet", "segresnet")
 SIZE, BATCH = 256, 48
 
 
@@ -44,7 +44,7 @@ def sync() -> None:
     torch.cuda.synchronize()
 
 
-def raw_throughput(name: str, images: torch.Tensor, targets: torch.Tensor, warmup: int = 5, steps: int = 25) -> float:
+def raw_throughput(name: str, images: torch.Tensor, targets: torch.Tensor, warmup: int = 3, steps: int = 15) -> float:
     torch.manual_seed(0)
     model = to_device(build_model(name, "paper"), "cuda").train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -68,7 +68,7 @@ def raw_throughput(name: str, images: torch.Tensor, targets: torch.Tensor, warmu
 def harness_throughput(name: str, images: torch.Tensor, targets: torch.Tensor) -> float:
     torch.manual_seed(0)
     model = to_device(build_model(name, "paper"), "cuda")
-    fit(model, images[: BATCH * 5], targets[: BATCH * 5], TrainConfig(1, BATCH, 1e-4), 0)  # warm-up, autotune
+    fit(model, images[: BATCH * 3], targets[: BATCH * 3], TrainConfig(1, BATCH, 1e-4), 0)  # warm-up, autotune
     sync()
     tic = time.perf_counter()
     fit(model, images, targets, TrainConfig(1, BATCH, 1e-4), 0)
@@ -109,8 +109,8 @@ def main() -> int:
     print(json.dumps({k: report[k] for k in ("torch", "gpu")}), flush=True)
 
     generator = torch.Generator().manual_seed(0)
-    images = torch.rand(BATCH * 30, 3, SIZE, SIZE, generator=generator)
-    targets = (torch.rand(BATCH * 30, 1, SIZE, SIZE, generator=generator) > 0.7).float()
+    images = torch.rand(BATCH * 16, 3, SIZE, SIZE, generator=generator)
+    targets = (torch.rand(BATCH * 16, 1, SIZE, SIZE, generator=generator) > 0.7).float()
     for name in args.models.split(","):
         try:
             raw = raw_throughput(name, images, targets)
