@@ -100,12 +100,12 @@ def artifact_check(explainer: str, marked: torch.nn.Module, nulls: dict[str, tor
                        nulls={name: weights[feature_mask] for name, weights in on_nulls.items()})
 
 
-def save_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], null_name: str, path) -> None:
+def draw_pairs(panels: list[tuple[str, np.ndarray, np.ndarray]], null_name: str):
     """One row per (title, weights on the watermarked model, weights on a null model), side by side.
 
     Each picture is shown as the procedure reads it: weight > 0 dark (a QR module), as rendered
     by ``qr.render_modules`` for certificates; colour scales are per picture, because only the
-    pattern matters.
+    pattern matters. Returns the matplotlib figure (the report draws its gallery with it too).
     """
     import matplotlib  # here, not at the top: only the figure needs it
 
@@ -121,6 +121,14 @@ def save_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], null_name: str
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
+    return fig
+
+
+def save_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], null_name: str, path) -> None:
+    """``draw_pairs`` written atomically to the PNG ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_pairs(panels, null_name)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")

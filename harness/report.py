@@ -339,15 +339,10 @@ def _gallery_panels(results: Path, row: dict, n_samples: int) -> tuple[list[tupl
 
 def plot_gallery(title: str, panels, null_name: str):
     """Rows of (watermarked, null) pictures, drawn as ``artifact_guard.save_figure`` draws them. Returns fig."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(panels), 2, figsize=(6, 3 * len(panels)), squeeze=False)
-    for r, (caption, on_marked, on_null) in enumerate(panels):
-        for c, (weights, who) in enumerate(((on_marked, "watermarked model"), (on_null, f"null model {null_name}"))):
-            ax = axes[r][c]
-            ax.imshow(-np.asarray(weights, float), cmap="gray", interpolation="nearest")
-            ax.set_title(f"{caption}\n{who}", fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
+    from harness.artifact_guard import draw_pairs
+
+    _pyplot()
+    fig = draw_pairs(panels, null_name)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
