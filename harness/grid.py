@@ -227,7 +227,8 @@ def guarded(task: Task, ctx: Context, *dep_results):
     failed = _deps_failed(task.key, dep_results)
     if failed is not None and task.kind != "cells":
         return failed
-    if ctx.threads:
+    threads = torch.get_num_threads()
+    if ctx.threads:  # for this task only: the caller's process keeps its own setting
         torch.set_num_threads(int(ctx.threads))
     tic = time.perf_counter()
     try:
@@ -237,6 +238,8 @@ def guarded(task: Task, ctx: Context, *dep_results):
     except Exception as exc:  # a bug in a plugin: keep the grid going, keep the evidence
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return Failed(task.key, f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})")
+    finally:
+        torch.set_num_threads(threads)
     return Done(task.key, value, time.perf_counter() - tic)
 
 

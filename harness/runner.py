@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from harness import scoring
-from harness.cache import ArtifactCache, spec_hash
+from harness.cache import ArtifactCache, atomic_write_bytes, spec_hash
 from harness.calibration import CALIBRATION_FORMAT, DEFAULT_LEVEL
 from harness.data import Split
 from harness.errors import HarnessError
@@ -163,11 +163,10 @@ def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, p
 
 
 def export_checkpoint(model: torch.nn.Module, path: Path) -> Path:
-    """The network's plain state dict, the format ``harness verify --checkpoint`` takes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.net.state_dict(), tmp)
-    tmp.replace(path)
+    """The network's plain state dict, the format ``harness verify --checkpoint`` takes (written atomically,
+    through a temporary file of its own, so concurrent writers never share one)."""
+    state = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
+    atomic_write_bytes(path, lambda handle: torch.save(state, handle))
     return path
 
 

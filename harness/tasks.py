@@ -162,10 +162,17 @@ def first_null(ctx: Context, setting: Setting) -> str:
 
 
 def train_null_member(ctx: Context, setting: Setting, member, deps: dict) -> str:
+    """Train (or load) one null model; the first of each architecture is also exported, since it
+    is the null checkpoint ``run`` reports for suspects of that architecture."""
     from harness.nulls import train_null
+    from harness.runner import export_checkpoint
 
-    train_null(_cache(ctx), member, setting.dataset, get_preset(setting.preset), log=None, device=ctx.device,
-               root=setting.data_dir, options=dict(setting.dataset_options), split_seed=setting.seed)
+    model = train_null(_cache(ctx), member, setting.dataset, get_preset(setting.preset), log=None,
+                       device=ctx.device, root=setting.data_dir, options=dict(setting.dataset_options),
+                       split_seed=setting.seed)
+    _, chosen = _population(ctx, setting)
+    if next(m for m in chosen if m.model == member.model) == member:
+        export_checkpoint(model, Path(ctx.results) / "checkpoints" / f"null-{setting.preset}-{member.name}.pt")
     return member.name
 
 
@@ -175,16 +182,13 @@ def train_clean_reference(ctx: Context, setting: Setting, deps: dict) -> str:
 
 
 def embed_mark(ctx: Context, mark: Mark, null_keys: tuple, deps: dict) -> str:
-    """Embed, key and calibrate; export the owner's key and both checkpoints ``run`` promises."""
+    """Embed, key and calibrate; export the owner's key and the watermarked checkpoint."""
     from harness.runner import export_checkpoint
 
     marked, owner_key = marked_model_and_key(ctx, mark)
     results = Path(ctx.results)
     owner_key.save(results / "keys" / f"{mark.stem}.npz")
     export_checkpoint(marked, results / "checkpoints" / f"{mark.stem}.pt")
-    s = mark.setting
-    null_name = first_null(ctx, s)
-    export_checkpoint(null_models(ctx, s)[null_name], results / "checkpoints" / f"null-{s.preset}-{null_name}.pt")
     return mark.stem
 
 

@@ -185,7 +185,7 @@ def test_dask_two_workers_give_the_local_leaderboard(tmp_path):
                   threads=1, log=QUIET)
     local = benchmark(results=tmp_path / "local", **common)
     distributed = benchmark(results=tmp_path / "dask", executor="dask", workers=2, **common)
-    assert [r.status for r in distributed.records] == ["ok"] * 4
+    assert [r.status for r in distributed.records] == ["ok"] * 4, [r.error for r in distributed.records]
     assert leaderboard_without_timing(tmp_path / "dask") == leaderboard_without_timing(tmp_path / "local")
     assert [r.run_id for r in distributed.records] == [r.run_id for r in local.records]
 
@@ -222,3 +222,16 @@ def test_a_cached_model_of_an_older_architecture_is_rebuilt(tmp_path):
     assert not loaded and len(trained) == 2 and model.weight.shape == (4, 3)
     _, loaded = cache.model("clean", {"x": 1}, torch.nn.Linear(3, 4), train)
     assert loaded and len(trained) == 2
+
+
+def test_threads_apply_to_the_grid_tasks_only(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        benchmark(watermarks=["badnets"], preset="smoke", strengths=[0.5], null_seeds=1, threads=1,
+                  results=tmp_path, log=QUIET)
+        assert torch.get_num_threads() == 2, "a grid's --threads must not leak into the caller's process"
+    finally:
+        torch.set_num_threads(before)
