@@ -235,3 +235,27 @@ def test_threads_apply_to_the_grid_tasks_only(tmp_path):
         assert torch.get_num_threads() == 2, "a grid's --threads must not leak into the caller's process"
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_folder_dataset_runs_end_to_end_and_is_named_by_its_files(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from harness.registry import DATASETS
+
+    folder = tmp_path / "Kvasir-SEG"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    source = DATASETS.get("synthetic-polyp")(image_size=48)
+    for i in range(40):
+        image, mask = source.sample(i, 7)
+        Image.fromarray(image).save(folder / "images" / f"c{i:03d}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(folder / "masks" / f"c{i:03d}.png")
+    outcome = benchmark(watermarks=["badnets"], dataset="kvasir", data_dir=str(folder), preset="smoke",
+                        strengths=[0.5], null_seeds=1, results=tmp_path / "results", log=QUIET)
+    (record,) = outcome.records
+    assert record.status == "ok" and record.spec["dataset"].startswith("kvasir:")
+    (folder / "masks" / "c000.png").unlink()  # a changed copy is a different dataset, checked before any work
+    with pytest.raises(HarnessError, match="c000.png has no mask"):
+        benchmark(watermarks=["badnets"], dataset="kvasir", data_dir=str(folder), preset="smoke", strengths=[0.5],
+                  null_seeds=1, results=tmp_path / "results", log=QUIET)
