@@ -23,7 +23,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("role", NEUTRAL, "`watermark` (method under test) or `baseline` (backdoor-watermark baseline)."),
     ("trigger", NEUTRAL, "Trigger family the mark was embedded with (`harness list triggers`): `patch` yellow square bottom-right; `text` the paper's white \"TEST\" top-left; `border` black frame; `noise` seeded noise square top-right; `warp` WaNet-style smooth warp of the whole image; `blend` full-image pattern blended at alpha 0.1."),
     ("model", NEUTRAL, "Registered segmentation architecture."),
-    ("dataset", NEUTRAL, "Registered dataset."),
+    ("dataset", NEUTRAL, "Registered dataset (`harness list datasets`); with its options as `name[key=value]`, and for a folder dataset `name:<hash>`, a fingerprint of the files on disk and the options."),
     ("preset", NEUTRAL, "Run size (`tiny` on CPU, `paper` on GPU)."),
     ("attack", NEUTRAL, "Removal attack applied to the watermarked model (`harness list attacks`)."),
     ("attack_family", NEUTRAL, "The attack's family: pruning, fine-tuning, distillation, quantization, noise, input-transform, overwriting."),
