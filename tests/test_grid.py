@@ -180,7 +180,6 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_leaderboard(tmp_path):
 
 
 def test_dask_two_workers_give_the_local_leaderboard(tmp_path):
-    pytest.importorskip("distributed")
     common = dict(watermarks=["badnets", "stealthmark"], preset="smoke", strengths=[0.5, 0.9], null_seeds=1,
                   threads=1, log=QUIET)
     local = benchmark(results=tmp_path / "local", **common)

@@ -29,7 +29,6 @@ def _board(results: Path) -> list[dict]:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_tiny_grid_on_dask_workers(benchmark, tmp_path_factory, workers):
-    pytest.importorskip("distributed")
     results = RESULTS[workers] = tmp_path_factory.mktemp(f"workers{workers}")
     grid = with_overrides(load_grid(GRID), results=str(results), threads=1)
 
