@@ -34,7 +34,7 @@ import itertools
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -213,7 +213,8 @@ class Task:
     gpu: bool = False
 
 
-def _deps_failed(key: str, results) -> Failed | None:
+def upstream_failure(key: str, results) -> Failed | None:
+    """``Failed`` for ``key`` naming the first failed input (never nesting "upstream ... failed"), else None."""
     failed = [r for r in results if isinstance(r, Failed)]
     if not failed:
         return None
@@ -222,9 +223,17 @@ def _deps_failed(key: str, results) -> Failed | None:
                   f"upstream {first.key} failed: {first.message}")
 
 
+def failure_reason(exc: Exception) -> str:
+    """One line for a record: an input error's own message, else the exception and where it was raised."""
+    if isinstance(exc, HarnessError):
+        return str(exc)
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
+
+
 def guarded(task: Task, ctx: Context, *dep_results):
     """Run a task; any exception becomes ``Failed`` (with its one-line reason), never a crash."""
-    failed = _deps_failed(task.key, dep_results)
+    failed = upstream_failure(task.key, dep_results)
     if failed is not None and task.kind != "cells":
         return failed
     threads = torch.get_num_threads()
@@ -233,11 +242,8 @@ def guarded(task: Task, ctx: Context, *dep_results):
     tic = time.perf_counter()
     try:
         value = task.run(ctx, *task.args, dict(zip(task.deps, dep_results)))
-    except HarnessError as exc:
-        return Failed(task.key, str(exc))
-    except Exception as exc:  # a bug in a plugin: keep the grid going, keep the evidence
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        return Failed(task.key, f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})")
+    except Exception as exc:  # a bug in a plugin too: keep the grid going, keep the evidence
+        return Failed(task.key, failure_reason(exc))
     finally:
         torch.set_num_threads(threads)
     return Done(task.key, value, time.perf_counter() - tic)
@@ -263,7 +269,8 @@ def plan(grid: Grid, ctx: Context) -> Plan:
     from harness.nulls import members, population_spec
     from harness.presets import get_preset
     from harness.records import load_records
-    from harness.runner import resolve_attacks, resolve_explainers, validate
+    from harness.registry import DATASETS, MODELS, TRIGGERS, find_watermark
+    from harness.runner import resolve_attacks, resolve_explainers
 
     if not 0 <= grid.dice_budget <= 1:
         raise HarnessError(f"dice budget must be in [0, 1], got {grid.dice_budget}")
@@ -279,14 +286,20 @@ def plan(grid: Grid, ctx: Context) -> Plan:
     for seed in grid.seeds:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise HarnessError(f"seed must be a whole number >= 0, got {seed!r}")
-    explainer_arg = ",".join(grid.explainers)
-    explainers = resolve_explainers(explainer_arg)
-    attack_arg = ",".join(grid.attacks)
-    attacks = resolve_attacks(attack_arg, grid.strengths)
+    for name in grid.watermarks:
+        find_watermark(name)
+    for trigger in grid.triggers:
+        if trigger is not None:
+            TRIGGERS.get(trigger)
+    for name in grid.models:
+        MODELS.get(name)
+    for name in grid.datasets:
+        DATASETS.get(name)
+    for name in grid.presets:
+        get_preset(name)
+    explainers = resolve_explainers(",".join(grid.explainers))
+    attacks = resolve_attacks(",".join(grid.attacks), grid.strengths)
     for setting in grid.settings():
-        for trigger in grid.triggers:
-            validate(grid.watermarks, setting.model, setting.dataset, attack_arg, grid.strengths, setting.preset,
-                     explainer_arg, trigger)
         population_spec(setting.preset, grid.null_seeds, grid.null_models)
         dataset = open_dataset(setting.dataset, get_preset(setting.preset).image_size, setting.data_dir,
                                dict(setting.dataset_options))
@@ -427,10 +440,6 @@ def run_grid(grid: Grid, executor: str = "local", workers: int | None = None, sc
 
 def with_overrides(grid: Grid, **changes) -> Grid:
     return replace(grid, **{k: v for k, v in changes.items() if v is not None})
-
-
-def describe(grid: Grid) -> dict:
-    return asdict(grid)
 
 
 def now() -> str:

@@ -29,9 +29,9 @@ from harness.cache import ArtifactCache, atomic_write_bytes, spec_hash
 from harness.calibration import CALIBRATION_FORMAT, DEFAULT_LEVEL
 from harness.data import Split
 from harness.errors import HarnessError
-from harness.presets import Preset, get_preset
+from harness.presets import Preset
 from harness.records import HARNESS_VERSION, RunRecord
-from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, TRIGGERS, find_watermark
+from harness.registry import ATTACKS, EXPLAINERS
 from harness.device import to_device
 from harness.segmenter import build_model, predict_proba
 from harness.training import seed_everything
@@ -131,20 +131,6 @@ def resolve_explainers(explainer: str) -> list[str]:
     if len(set(names)) != len(names):
         raise HarnessError(f"explainer listed twice: {explainer}")
     return names
-
-
-def validate(watermarks, model, dataset, attack, strengths, preset, explainer, trigger):
-    """Resolve every name and range up front, so bad input fails before any work or file."""
-    wm_classes = [find_watermark(name) for name in watermarks]
-    if trigger is not None:
-        TRIGGERS.get(trigger)
-    MODELS.get(model)
-    DATASETS.get(dataset)
-    resolve_explainers(explainer)
-    attacks = resolve_attacks(attack, strengths)
-    if len(set(watermarks)) != len(watermarks):
-        raise HarnessError(f"watermark listed twice: {', '.join(watermarks)}")
-    return wm_classes, attacks, get_preset(preset)
 
 
 def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, preset: Preset, seed: int,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.cache import ArtifactCache, spec_hash
 from harness.device import to_device
-from harness.grid import Context, Failed, Setting, now
+from harness.grid import Context, Setting, failure_reason, now, upstream_failure
 from harness.presets import get_preset
 from harness.records import RunRecord
 from harness.registry import ATTACKS, find_watermark
@@ -226,14 +226,13 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
 
     The attacked null model is shared by the marks; each attacked model by the explainers.
     """
-    from harness import scoring  # noqa: F401  (imported for plugins' side effects parity with runner)
     from harness.attack import AttackerKit
     from harness.runner import utility, verification_metrics
 
     written = {"ok": 0, "error": 0}
-    upstream = [r for k, r in deps.items() if isinstance(r, Failed) and not k.startswith(("mark:", "before:"))]
-    if upstream:
-        record_failures(ctx, cells, f"upstream {upstream[0].key} failed: {upstream[0].message}")
+    shared = upstream_failure("cells", [r for k, r in deps.items() if not k.startswith(("mark:", "before:"))])
+    if shared is not None:
+        record_failures(ctx, cells, shared.message)
         written["error"] += len(cells)
         return written
 
@@ -246,9 +245,9 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
     attacked_null = None
     for mark in marks:
         mine = [c for c in cells if c.watermark == mark.watermark and c.trigger == mark.trigger_name]
-        failed = [r for k, r in deps.items() if isinstance(r, Failed) and k.split(":")[1] == mark.stem]
-        if failed:
-            record_failures(ctx, mine, f"upstream {failed[0].key} failed: {failed[0].message}")
+        failed = upstream_failure("cells", [r for k, r in deps.items() if k.split(":")[1] == mark.stem])
+        if failed is not None:
+            record_failures(ctx, mine, failed.message)
             written["error"] += len(mine)
             continue
         started = time.time()
@@ -266,7 +265,7 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
                 seed_everything(setting.seed)
                 attacked_null = attack_obj.apply(null, kit, strength, setting.seed)
         except Exception as exc:
-            record_failures(ctx, mine, _reason(exc))
+            record_failures(ctx, mine, failure_reason(exc))
             written["error"] += len(mine)
             continue
         for cell in mine:
@@ -289,17 +288,7 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
                 record.write(ctx.results)
                 written["ok"] += 1
             except Exception as exc:
-                record_failures(ctx, [cell], _reason(exc))
+                record_failures(ctx, [cell], failure_reason(exc))
                 written["error"] += 1
             started = time.time()
     return written
-
-
-def _reason(exc: Exception) -> str:
-    from harness.errors import HarnessError
-    import traceback
-
-    if isinstance(exc, HarnessError):
-        return str(exc)
-    where = traceback.extract_tb(exc.__traceback__)[-1]
-    return f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
