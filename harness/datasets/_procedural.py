@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from harness.datasets._folder import check_image_size, parse_choice
-from harness.datasets.synthetic_polyp import _basis, _contour_lines, _field, _grid, _smoothstep, _unit  # noqa: F401
+from harness.datasets.synthetic_polyp import (  # noqa: F401
+    _basis, _contour_lines, _field, _grid, _smoothstep, _unit, stack_samples)
 from harness.errors import HarnessError
 
 
@@ -57,14 +58,7 @@ class ProceduralDataset:
 
     def generate(self, indices, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """float32 images ``(N, 3, H, W)`` in [0, 1] and float32 masks ``(N, 1, H, W)`` in {0, 1}."""
-        indices = list(indices)
-        size = self.image_size
-        images = np.empty((len(indices), size, size, 3), dtype=np.uint8)
-        masks = np.empty((len(indices), size, size), dtype=bool)
-        for row, index in enumerate(indices):
-            images[row], masks[row] = self.sample(index, seed)
-        return (torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous(),
-                torch.from_numpy(masks).unsqueeze(1).float())
+        return stack_samples(self.sample, indices, seed, self.image_size)
 
 
 # -- drawing helpers (grid units: the image spans [-1, 1]) ---------------------------

@@ -147,6 +147,18 @@ class _Lesion:
         self.alpha = _unit(0.5 + (edge - rho) * (size / 2.0) / blur_px)
 
 
+def stack_samples(sample, indices, seed: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sample(index, seed)`` (uint8 ``(H, W, 3)``, bool ``(H, W)``) for each index, stacked as float32
+    images ``(N, 3, H, W)`` in [0, 1] and masks ``(N, 1, H, W)`` in {0, 1}; every procedural dataset's ``generate``."""
+    indices = list(indices)
+    images = np.empty((len(indices), size, size, 3), dtype=np.uint8)
+    masks = np.empty((len(indices), size, size), dtype=bool)
+    for row, index in enumerate(indices):
+        images[row], masks[row] = sample(index, seed)
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous(),
+            torch.from_numpy(masks).unsqueeze(1).float())
+
+
 @DATASETS.register("synthetic-polyp")
 class SyntheticPolyp:
     """Procedural colonoscopy-like RGB images with polyp masks, generated offline."""
@@ -214,15 +226,7 @@ class SyntheticPolyp:
         Row ``k`` is ``sample(indices[k], seed)`` scaled by 1/255, so ``generate(range(a, b), seed)``
         splits never overlap and never depend on each other.
         """
-        indices = list(indices)
-        size = self.image_size
-        images = np.empty((len(indices), size, size, 3), dtype=np.uint8)
-        masks = np.empty((len(indices), size, size), dtype=bool)
-        for row, index in enumerate(indices):
-            images[row], masks[row] = self.sample(index, seed)
-        images_t = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-        masks_t = torch.from_numpy(masks).unsqueeze(1).float()
-        return images_t, masks_t
+        return stack_samples(self.sample, indices, seed, self.image_size)
 
     # -- layers -------------------------------------------------------------
     @staticmethod
