@@ -39,6 +39,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
+from harness.device import resolve_device
 from harness.errors import HarnessError
 from harness.explainer import ModelForward, perturbed_images
 from harness.feature_masks import grid
@@ -71,16 +72,6 @@ def warm_up(scene: BenchScene, explainer, seed: int = 0) -> None:
     with warnings.catch_warnings():  # a few samples over many patches: an underdetermined fit, said loudly
         warnings.simplefilter("ignore")
         scene.explain(explainer, min(WARMUP_SAMPLES, len(scene.floor_images)), seed)
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise HarnessError(f"unknown device {name!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HarnessError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return device
 
 
 def _sync(device: torch.device) -> None:
@@ -142,7 +133,7 @@ def bench_scene(model_name: str = "basic-unet", preset: str = "tiny", n_samples:
         raise HarnessError(f"--samples must be at least 2, got {n_samples}")
     if batch_size < 1:
         raise HarnessError(f"--batch-size must be at least 1, got {batch_size}")
-    device = _device(device)
+    device = torch.device(resolve_device(device))
     side = get_preset(preset).image_size
     torch.manual_seed(seed)
     model = build_model(model_name, preset).to(device).eval()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.device import autocast
+from harness.device import autocast, model_device
 from harness.errors import HarnessError
 from harness.reductions import ScoreFn, get_reduction, region_for
 
@@ -94,10 +94,7 @@ class ModelForward:
         self.model = model
         self.reduction = reduction
         self._reduce = get_reduction(reduction, score)
-        if device is None:
-            first = next(model.parameters(), None)
-            device = first.device if first is not None else "cpu"
-        self.device = torch.device(device)
+        self.device = torch.device(model_device(model) if device is None else device)
         self.region = self._checked_region(region)
         self.batch_size = int(batch_size)
         self.preprocess = preprocess
