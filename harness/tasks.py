@@ -146,7 +146,7 @@ def marked_model_and_key(ctx: Context, mark: Mark):
         marked, owner_key = embedded_model_and_key(_cache(ctx), mark.build(), s.model, data_fingerprint(s),
                                                    get_preset(s.preset), s.seed, splits_of(s),
                                                    null_models(ctx, s), ctx.null_level, device=ctx.device)
-        _MEMO[key] = (to_device(marked, ctx.device), owner_key)
+        _MEMO[key] = (marked, owner_key)  # already on ctx.device
     return _MEMO[key]
 
 
