@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from harness.distillation import DistillationAttack
+from attacks._distillation import DistillationAttack
 from harness.registry import ATTACKS
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import cv2
 
-from harness.input_transform import A, InputTransformAttack
+from attacks._input_transform import A, InputTransformAttack
 from harness.registry import ATTACKS
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from harness.fine_tuning import FineTuningAttack
+from attacks._fine_tuning import FineTuningAttack
 from harness.registry import ATTACKS
 
 

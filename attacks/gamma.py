@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from harness.input_transform import A, InputTransformAttack
+from attacks._input_transform import A, InputTransformAttack
 from harness.registry import ATTACKS
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from attacks._input_transform import A, InputTransformAttack
 from harness.errors import HarnessError
-from harness.input_transform import A, InputTransformAttack
 from harness.registry import ATTACKS
 
 

@@ -8,8 +8,8 @@ stealthy: the triggered mask changes almost everywhere.
 
 from __future__ import annotations
 
+from baselines._destructive import DestructiveBackdoor
 from harness.registry import BASELINES
-from harness.watermark import DestructiveBackdoor
 
 
 @BASELINES.register("badnets")

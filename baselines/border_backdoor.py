@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from baselines._destructive import DestructiveBackdoor
 from harness.registry import BASELINES
-from harness.watermark import DestructiveBackdoor
 
 
 @BASELINES.register("border-backdoor")

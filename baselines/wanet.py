@@ -9,8 +9,8 @@ left out, as in the public StealthMark code.
 
 from __future__ import annotations
 
+from baselines._destructive import DestructiveBackdoor
 from harness.registry import BASELINES
-from harness.watermark import DestructiveBackdoor
 
 
 @BASELINES.register("wanet")

@@ -2,12 +2,15 @@
 
 A watermark such as StealthMark hides a QR code in a model: one image patch per
 QR module, and the certificate is the grid of per-patch attribution weights.
-This module turns payloads into module matrices and back.
+This module turns payloads into module matrices and back: regular QR codes
+(``qrcode``; version 1 is 21x21) and Micro QR codes (``segno``; M1..M4 are
+11x11 .. 17x17; zxing-cpp reads them, pyzbar cannot).
 """
 
 from __future__ import annotations
 
 import functools
+import string
 from typing import Iterable
 
 import numpy as np
@@ -25,6 +28,9 @@ _ERROR_CORRECTION = {
 }
 
 DECODERS = ("pyzbar", "zxing-cpp")
+
+# Micro QR versions and their side in modules.
+MICRO_TYPES = {"M1": 11, "M2": 13, "M3": 15, "M4": 17}
 
 
 def encode_payload(text: str, version: int = 1, error_correction: str = "H") -> np.ndarray:
@@ -141,3 +147,51 @@ def grid_feature_mask(height: int, width: int, grid: int) -> np.ndarray:
     rows = np.searchsorted((np.arange(1, grid) * height) // grid, np.arange(height), side="right")
     cols = np.searchsorted((np.arange(1, grid) * width) // grid, np.arange(width), side="right")
     return (rows[:, None] * grid + cols[None, :]).astype(np.int64)
+
+
+# -- symbol types: a Micro QR ("M1".."M4") or a regular QR of a version ("1".."40") -----------------
+def encode_symbol(payload: str, qr_type: str = "M2", error: str = "L") -> np.ndarray:
+    """Module matrix (True = dark), no quiet zone, of ``payload`` as a Micro QR ("M1".."M4") or a
+    regular QR of version ``qr_type`` ("1".."40")."""
+    qr_type = str(qr_type).upper()
+    if qr_type in MICRO_TYPES:
+        import segno
+        from segno import DataOverflowError
+
+        try:
+            code = segno.make_micro(payload, version=qr_type, error=error, boost_error=False)
+        except (DataOverflowError, ValueError) as exc:
+            raise HarnessError(f"payload {payload!r} does not fit a Micro QR {qr_type}-{error}: {exc}") from None
+        return np.array([list(row) for row in code.matrix], dtype=bool)
+    if qr_type.isdigit():
+        return encode_payload(payload, int(qr_type), error)
+    raise HarnessError(f"qr_type must be one of {', '.join(MICRO_TYPES)} or a QR version 1..40, got {qr_type!r}")
+
+
+def render_symbol(modules: np.ndarray, qr_type: str) -> np.ndarray:
+    """uint8 picture of ``modules`` with the quiet zone the symbol needs (2 for Micro QR, 4 otherwise)."""
+    return render_modules(modules, module_px=8, quiet_zone=2 if str(qr_type).upper() in MICRO_TYPES else 4)
+
+
+def decode_symbol(modules: np.ndarray, qr_type: str) -> str | None:
+    """Text read from a module matrix, or None. Micro QR needs zxing-cpp (pyzbar cannot read it)."""
+    image = np.ascontiguousarray(render_symbol(modules, qr_type))
+    if str(qr_type).upper() in MICRO_TYPES:
+        import zxingcpp
+
+        found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.MicroQRCode)
+        return found[0].text if found else None
+    return decode(image)
+
+
+def shared_modules(payload: str, qr_type: str, error: str, draws: int = 64, seed: int = 0) -> np.ndarray:
+    """Bool matrix: modules identical in the codes of ``draws`` random payloads of the same type and
+    length (finder, separator, timing patterns). They carry nothing about the payload."""
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list(string.ascii_uppercase + string.digits))
+    first = encode_symbol(payload, qr_type, error)
+    same = np.ones_like(first)
+    for _ in range(draws):
+        other = encode_symbol("".join(rng.choice(alphabet, size=len(payload))), qr_type, error)
+        same &= other == first
+    return same

@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 
+from attacks._fine_tuning import retrain
 from harness.attack import AttackerKit, output_layer, weight_layers
 from harness.data import Split
 from harness.errors import HarnessError
-from harness.fine_tuning import retrain
 from harness.presets import get_preset
 from harness.registry import ATTACKS
 from harness.segmenter import build_model

@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from attacks._input_transform import A, TransformedModel
 from harness.attack import AttackerKit
 from harness.data import Split
 from harness.errors import HarnessError
-from harness.input_transform import A, TransformedModel
 from harness.presets import get_preset
 from harness.registry import ATTACKS, DATASETS
-from harness.runner import resolve_attacks
+from harness.registry import resolve_attacks
 from harness.segmenter import predict_proba
 
 INPUT_TRANSFORMS = [n for n in ATTACKS.names() if ATTACKS.get(n).family == "input-transform"]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness import qr
 from harness.data import make_splits
 from harness.presets import get_preset
 from harness.registry import WATERMARKS
@@ -24,14 +25,14 @@ def test_registered():
 
 @pytest.mark.parametrize("qr_type, payload", [("M2", "OWNERA"), ("M3", "HOSPITAL-A"), ("1", "HOSPITAL-A:2026")])
 def test_payload_round_trip_through_modules_render_decode(qr_type, payload):
-    modules = smq.encode(payload, qr_type, "L")
-    side = smq.MICRO_TYPES.get(qr_type, 21)
+    modules = qr.encode_symbol(payload, qr_type, "L")
+    side = qr.MICRO_TYPES.get(qr_type, 21)
     assert modules.shape == (side, side)
-    assert smq.decode(modules, qr_type) == payload
+    assert qr.decode_symbol(modules, qr_type) == payload
     # weights whose signs (about the median) spell the modules decode too
     rng = np.random.default_rng(0)
     weights = np.where(modules, 1.0, -1.0) * rng.uniform(0.5, 2.0, modules.shape) + 0.3
-    assert smq.decode(smq.read_bits(weights.ravel(), int(modules.sum())).reshape(modules.shape), qr_type) == payload
+    assert qr.decode_symbol(smq.read_bits(weights.ravel(), int(modules.sum())).reshape(modules.shape), qr_type) == payload
 
 
 def test_payload_that_does_not_fit_fails_early():
@@ -40,10 +41,10 @@ def test_payload_that_does_not_fit_fails_early():
 
 
 def test_shared_modules_are_the_function_patterns():
-    shared = smq.shared_modules("OWNERA", "M2", "L")
+    shared = qr.shared_modules("OWNERA", "M2", "L")
     assert shared[:7, :7].all()  # the finder pattern is in every Micro QR code
     assert 0.2 < shared.mean() < 0.7  # ... but the payload region is not
-    a, b = smq.encode("OWNERA", "M2", "L"), smq.encode("OWNERB", "M2", "L")
+    a, b = qr.encode_symbol("OWNERA", "M2", "L"), qr.encode_symbol("OWNERB", "M2", "L")
     assert (a[shared] == b[shared]).all() and (a[~shared] != b[~shared]).any()
 
 

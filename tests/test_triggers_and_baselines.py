@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from baselines._destructive import DESTRUCTIVE_TARGETS, DestructiveBackdoor
 from harness.errors import HarnessError
 from harness.registry import BASELINES, TRIGGERS, WATERMARKS
-from harness.watermark import DESTRUCTIVE_TARGETS, DestructiveBackdoor, Key
+from harness.watermark import Key
 
 # The table: each baseline family and the trigger it uses.
 BASELINE_TRIGGERS = {"badnets": "patch", "text-backdoor": "text", "border-backdoor": "border",

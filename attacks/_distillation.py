@@ -1,5 +1,7 @@
 """Model extraction by distillation: the core that the ``distill-*`` attacks share.
 
+The leading underscore keeps the registry from importing this file as a plugin.
+
 The thief treats the stolen model as a black box: they send their own images
 and train a freshly initialised student on what comes back. Their own masks
 are deliberately not used, so a student's utility measures what the teacher

@@ -1,5 +1,7 @@
 """Input-transform attacks: the stolen model deployed behind preprocessing.
 
+The base of the input-transform plugins (underscore: not a plugin itself).
+
 A thief need not touch the weights: serving the model behind JPEG
 re-encoding, a blur or a flip may already break a trigger. Such an attack
 returns the model wrapped with its transform (``TransformedModel``), so every

@@ -1,5 +1,7 @@
 """Fine-tuning removal attacks (Adi et al. 2018): FTLL, FTAL, RTLL and RTAL share one routine.
 
+The base of the ``ftll``, ``ftal``, ``rtll`` and ``rtal`` plugins (underscore: not a plugin itself).
+
 Each is ``retrain`` with two switches: whether the output layer is first
 re-initialised (RT*) and whether only it is trained (*LL). The thief trains on
 their own images against the ground-truth masks, with the run's batch size.
