@@ -121,7 +121,10 @@ def test_model_forward_numpy_and_torch_paths_agree_and_batch(scene, model):
     assert model.calls == [3, 2]
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).requires_grad_()
     via_torch = forward.torch(x)
-    np.testing.assert_allclose(via_torch.detach().numpy(), out, rtol=1e-6)
+    # float32 on two paths that sum the 432 patch pixels in different orders (a channels-last view in one
+    # batch of 5 vs contiguous batches of 3 + 2): rounding of order sqrt(432) * 1.2e-7 = 2.5e-6 is expected,
+    # 2.6e-7 measured. 1e-5 allows that; a real disagreement (region, reduction, preprocessing) is >= 1e-3.
+    np.testing.assert_allclose(via_torch.detach().numpy(), out, rtol=1e-5)
     via_torch.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
