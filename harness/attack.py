@@ -39,6 +39,8 @@ class AttackerKit:
 
 class Attack:
     family: str = ""
+    version = 1  # bump when a change alters what the attack does: it is part of every run id
+    columns = ()  # harness.metrics.Column of each metric ``report`` returns
     strength_name: str = "strength"
     strength_range: tuple[float, float] = (0.0, 1.0)  # inclusive bounds
     default_strengths: tuple[float, ...] = ()
@@ -54,6 +56,10 @@ class Attack:
 
     def params(self) -> dict:
         return {}
+
+    def spec(self) -> dict:
+        """Everything that decides what the attack does (part of every run id): name, version, parameters."""
+        return {"name": self.registered_name, "version": self.version, **self.params()}
 
     def check_strength(self, strength: float) -> float:
         low, high = self.strength_range

@@ -8,42 +8,14 @@ never loaded silently. Checkpoints load with ``weights_only=True``.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from harness.watermark import Key
-
-
-def spec_hash(spec: dict) -> str:
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from harness.io import atomic_write_bytes, file_sha256, spec_hash
 
 
 class ArtifactCache:
@@ -86,12 +58,14 @@ class ArtifactCache:
         self._commit(data, manifest, spec)
         return trained.eval(), False
 
-    def key(self, spec: dict, build: Callable[[], Key]) -> Key:
-        data, manifest = self._paths("keys", spec)
-        data = data.with_suffix(".npz")
+    def file(self, kind: str, spec: dict, build: Callable, load: Callable, suffix: str = ".npz"):
+        """An object saved as one file (``obj.save(path)``, read back by ``load(path)``): an owner's
+        key, say. Loaded when an intact copy exists, else built and stored."""
+        data, manifest = self._paths(kind, spec)
+        data = data.with_suffix(suffix)
         if self._intact(data, manifest):
-            return Key.load(data)
-        key = build()
-        key.save(data)
+            return load(data)
+        obj = build()
+        obj.save(data)
         self._commit(data, manifest, spec)
-        return key
+        return obj

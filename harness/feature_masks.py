@@ -25,7 +25,7 @@ import numpy as np
 
 from harness import qr
 from harness.errors import HarnessError
-from harness.presets import look_up
+from harness.registry import look_up
 
 DEFAULT_COMPACTNESS = 10.0
 

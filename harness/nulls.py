@@ -21,8 +21,8 @@ import torch
 from harness.cache import ArtifactCache
 from harness.data import dataset_fingerprint, Split, null_training_set
 from harness.errors import HarnessError
-from harness.presets import Preset, look_up
-from harness.registry import MODELS
+from harness.presets import Preset
+from harness.registry import MODELS, look_up, plugin_version
 from harness.segmenter import build_model
 from harness.device import to_device
 from harness.training import fit, seed_everything
@@ -88,8 +88,8 @@ def same_architecture(population: dict, model_name: str) -> str:
 def train_clean(cache: ArtifactCache, model_name: str, dataset: str, preset: Preset, seed: int,
                 split: Split, kind: str, extra: dict | None = None, log=None, device: str = "cpu") -> torch.nn.Module:
     """A model trained without any mark (cached by everything that determines it), returned on the CPU."""
-    spec = {"kind": kind, "model": model_name, "dataset": dataset, "preset": preset.as_dict(), "seed": seed,
-            **(extra or {})}
+    spec = {"kind": kind, "model": model_name, "model_version": plugin_version(MODELS.get(model_name)),
+            "dataset": dataset, "preset": preset.as_dict(), "seed": seed, **(extra or {})}
     seed_everything(seed)
     model = build_model(model_name, preset.name)
     tic = time.perf_counter()

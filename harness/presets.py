@@ -10,10 +10,9 @@ a GPU. ``smoke`` only checks that the pipeline runs.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass, field
 
-from harness.errors import HarnessError
+from harness.registry import look_up
 
 
 @dataclass(frozen=True)
@@ -74,15 +73,6 @@ PRESETS = {
                           train=TrainConfig(epochs=8, batch_size=48, lr=1e-3), explain_samples=2000,
                           architecture="paper"),
 }
-
-
-def look_up(name: str, options: dict, what: str):
-    """``options[name]``, or a one-line error naming the closest option and all valid ones."""
-    if name in options:
-        return options[name]
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise HarnessError(f"unknown {what} {name!r}{hint} Valid {what}s: {', '.join(options)}")
 
 
 def get_preset(name: str) -> Preset:

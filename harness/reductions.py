@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
-from harness.presets import look_up
+from harness.registry import look_up
 
 Reduction = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 """(probs (B, 1, H, W), region (H, W) bool or None) -> (B,)."""

@@ -131,11 +131,8 @@ class Registry:
         return entry.obj
 
     def unknown_message(self, name: str) -> str:
-        valid = self.names()
-        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
         singular = self.kind[:-1] if self.kind.endswith("s") else self.kind
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {singular} {name!r}{hint} Valid {self.kind}: {', '.join(valid) or '(none)'}"
+        return unknown_name_message(name, self.names(), singular, self.kind)
 
     def describe(self) -> list[tuple[str, str]]:
         """(name, one-line description) for every plugin, for ``harness list``."""
@@ -159,7 +156,79 @@ def find_watermark(name: str) -> Any:
         return WATERMARKS.get(name)
     if name in BASELINES:
         return BASELINES.get(name)
-    valid = WATERMARKS.names() + BASELINES.names()
-    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    raise UnknownNameError(unknown_name_message(name, WATERMARKS.names() + BASELINES.names(), "watermark",
+                                                "watermarks and baselines"))
+
+
+def plugin_version(obj: Any) -> int:
+    """A plugin's recipe version (its class attribute ``version``, default 1). Bump it when a change
+    alters the numbers: it is part of every run id and cache key, so stale results are not reused."""
+    return int(getattr(obj, "version", 1))
+
+
+# -- names on the command line ------------------------------------------------------------------
+
+
+def unknown_name_message(name: str, valid: Iterable[str], what: str, plural: str | None = None) -> str:
+    """The one wording of every "unknown name" error: the closest matches, then every valid name.
+
+    >>> unknown_name_message("prun", ["prune", "ftal"], "attack")
+    "unknown attack 'prun'; did you mean 'prune'? Valid attacks: prune, ftal"
+    """
+    valid = list(valid)
+    close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise UnknownNameError(f"unknown watermark {name!r}{hint} Valid watermarks and baselines: {', '.join(valid)}")
+    return f"unknown {what} {name!r}{hint} Valid {plural or what + 's'}: {', '.join(valid) or '(none)'}"
+
+
+def look_up(name: str, options: dict, what: str):
+    """``options[name]``, or a one-line error naming the closest option and all valid ones (MONAI's
+    ``look_up_option``) for fixed vocabularies that are not registries: presets, executors, kinds."""
+    if name in options:
+        return options[name]
+    raise HarnessError(unknown_name_message(name, options, what))
+
+
+def split_names(text: str, registry: Registry, what: str) -> list[str]:
+    """``a,b`` or ``all`` -> registered names, each checked, none twice."""
+    names = registry.names() if text == "all" else [n.strip() for n in str(text).split(",") if n.strip()]
+    if not names:
+        raise HarnessError(f"no {what} given")
+    if len(set(names)) != len(names):
+        raise HarnessError(f"{what} listed twice: {text}")
+    return names
+
+
+def resolve_explainers(text: str) -> list[str]:
+    """``--explainer``: a name, a comma-separated list of names, or ``all``."""
+    names = split_names(text, EXPLAINERS, "explainer")
+    for name in names:
+        EXPLAINERS.get(name)
+    return names
+
+
+def resolve_attacks(text: str, strengths=None) -> list[tuple[Any, tuple[float, ...]]]:
+    """``--attack``: a name, ``name.preset`` (e.g. ``prune.l1_50``), a comma-separated list, or ``all``.
+
+    Returns (configured attack, strengths) pairs. Explicit ``strengths`` apply to plain names
+    only: presets and ``all`` carry their own.
+    """
+    names = split_names(text, ATTACKS, "attack")
+    if strengths and (text == "all" or any("." in n for n in names)):
+        raise HarnessError("--strength cannot be combined with --attack all or a named preset: "
+                           "each attack has its own unit and sweep")
+    resolved = []
+    for name in names:
+        base, _, preset = name.partition(".")
+        attack = ATTACKS.get(base)()
+        if preset:
+            if preset not in attack.presets:
+                valid = ", ".join(f"{base}.{p}" for p in attack.presets) or "(none)"
+                raise HarnessError(f"unknown preset {name!r}; presets of {base!r}: {valid}")
+            chosen = (attack.presets[preset],)
+        else:
+            chosen = tuple(strengths or attack.default_strengths)
+        if not chosen:
+            raise HarnessError(f"attack {base!r} has no default strengths; pass --strength")
+        resolved.append((attack, tuple(attack.check_strength(x) for x in chosen)))
+    return resolved
