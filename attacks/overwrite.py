@@ -5,6 +5,7 @@ from dataclasses import replace
 
 from harness.attack import Attack
 from harness.data import Split, Splits
+from harness.metrics import Column
 from harness.registry import ATTACKS, WATERMARKS
 
 
@@ -17,6 +18,12 @@ class Overwrite(Attack):
     strength_range = (0.0, 500.0)
     default_strengths = (5.0, 20.0)
     presets = {"e5": 5.0, "e20": 20.0}
+    columns = (
+        Column("thief_asr", None, "Overwriting only: ASR of the thief's own mark (their trigger, detector and "
+                                  "queries) on the model they ship."),
+        Column("thief_verified", None, "Overwriting only: 1 if the thief's own mark verifies (p < alpha); with the "
+                                       "owner's mark also verified, both can claim the model."),
+    )
 
     def __init__(self, watermark: str = "stealthmark", trigger: str = "text", payload: str = "THIEF-CO:2026",
                  lr: float = 1e-3, train_fraction: float = 0.6):

@@ -30,7 +30,8 @@ from harness.feature_masks import make_feature_mask
 from harness.nulls import null_population, population_spec, same_architecture
 from harness.presets import get_preset
 from harness.registry import DATASETS, EXPLAINERS, MODELS, find_watermark
-from harness.runner import embedded_model_and_key, resolve_explainers
+from harness.registry import resolve_explainers
+from harness.tasks import embedded_model_and_key
 from harness.watermark import trigger_from_spec
 
 DEFAULT_MASK = "grid:16"  # the public code's 16 x 16 grid

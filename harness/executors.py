@@ -1,17 +1,89 @@
-"""Where a grid's tasks run: in this process, or on a Dask distributed cluster.
+"""Where a grid's tasks run, in this process or on a Dask distributed cluster, and the task runtime.
 
-Both executors run the same task functions on the same plan and return
+A ``Task`` is one node of a plan: ``run(ctx, *args, deps)``. ``guarded`` runs
+it and turns any exception into ``Failed`` with a one-line reason, so a task
+never takes the grid down. Both executors run the same tasks and return
 ``{task key: Done | Failed}``; only the scheduling differs. Tasks exchange
 nothing but small values (the before-attack scores, counts): models travel
-through the content-addressed cache on a shared filesystem.
+through the content-addressed cache on a shared filesystem. ``ctx`` is opaque
+here, except for its ``threads``.
 """
 
 from __future__ import annotations
 
 import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
 
 from harness.errors import HarnessError
-from harness.grid import Context, Done, Failed, Plan, guarded
+
+
+@dataclass
+class Done:
+    key: str
+    value: object = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Failed:
+    key: str
+    message: str
+
+
+@dataclass
+class Task:
+    """One node of the plan: ``run(ctx, *args, deps)`` returns what it made; ``deps`` maps key -> result."""
+
+    key: str
+    kind: str  # null | clean | mark | before | cells
+    deps: tuple[str, ...]
+    run: Callable
+    args: tuple
+    cells: tuple = ()  # CellSpecs this task records (cells tasks only)
+    gpu: bool = False
+
+
+def upstream_failure(key: str, results) -> Failed | None:
+    """``Failed`` for ``key`` naming the first failed input (never nesting "upstream ... failed"), else None."""
+    failed = [r for r in results if isinstance(r, Failed)]
+    if not failed:
+        return None
+    first = failed[0]
+    return Failed(key, first.message if first.message.startswith("upstream") else
+                  f"upstream {first.key} failed: {first.message}")
+
+
+def failure_reason(exc: Exception) -> str:
+    """One line for a record: an input error's own message, else the exception and where it was raised."""
+    if isinstance(exc, HarnessError):
+        return str(exc)
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
+
+
+def guarded(task: Task, ctx, *dep_results):
+    """Run a task; any exception becomes ``Failed`` (with its one-line reason), never a crash.
+
+    A cells task runs even when an input failed: it records its cells as failed, with the reason."""
+    failed = upstream_failure(task.key, dep_results)
+    if failed is not None and task.kind != "cells":
+        return failed
+    threads = torch.get_num_threads()
+    if ctx.threads:  # for this task only: the caller's process keeps its own setting
+        torch.set_num_threads(int(ctx.threads))
+    tic = time.perf_counter()
+    try:
+        value = task.run(ctx, *task.args, dict(zip(task.deps, dep_results)))
+    except Exception as exc:  # a bug in a plugin too: keep the grid going, keep the evidence
+        return Failed(task.key, failure_reason(exc))
+    finally:
+        torch.set_num_threads(threads)
+    return Done(task.key, value, time.perf_counter() - tic)
 
 
 def _progress(log, finished: int, total: int, result, started: float) -> None:
@@ -19,18 +91,29 @@ def _progress(log, finished: int, total: int, result, started: float) -> None:
     log(f"[{finished}/{total}] {result.key} {status} ({time.perf_counter() - started:.0f} s elapsed)")
 
 
-def run_local(plan: Plan, ctx: Context, workers: int | None = None, scheduler: str | None = None, log=print) -> dict:
-    """In process, in dependency order."""
-    if workers not in (None, 1) or scheduler is not None:
+def check_options(executor: str, workers: int | None, scheduler: str | None) -> None:
+    """Executor options that cannot work, refused before any task runs."""
+    if executor == "local" and (workers not in (None, 1) or scheduler is not None):
         raise HarnessError("--workers and --scheduler need --executor dask")
+    if workers is not None and scheduler is not None:
+        raise HarnessError("give either --workers (start a local cluster) or --scheduler (use one), not both")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise HarnessError(f"--workers must be a whole number >= 1, got {workers!r}")
+
+
+def run_local(tasks: dict[str, Task], ctx, workers: int | None = None, scheduler: str | None = None,
+              log=print) -> dict:
+    """In process, in dependency order (``tasks`` is ordered so)."""
+    check_options("local", workers, scheduler)
     results, started = {}, time.perf_counter()
-    for n, (key, task) in enumerate(plan.tasks.items(), start=1):
+    for n, (key, task) in enumerate(tasks.items(), start=1):
         results[key] = guarded(task, ctx, *(results[d] for d in task.deps))
-        _progress(log, n, len(plan.tasks), results[key], started)
+        _progress(log, n, len(tasks), results[key], started)
     return results
 
 
-def run_dask(plan: Plan, ctx: Context, workers: int | None = None, scheduler: str | None = None, log=print) -> dict:
+def run_dask(tasks: dict[str, Task], ctx, workers: int | None = None, scheduler: str | None = None,
+             log=print) -> dict:
     """On Dask: a local cluster of ``workers`` single-threaded processes, or the cluster at ``scheduler``.
 
     Every task is submitted at once with its dependencies as futures; Dask starts
@@ -42,11 +125,8 @@ def run_dask(plan: Plan, ctx: Context, workers: int | None = None, scheduler: st
         from distributed import Client, LocalCluster, as_completed
     except ImportError:  # pragma: no cover - dask[distributed] is a dependency
         raise HarnessError("the dask executor needs dask[distributed]: pip install 'dask[distributed]'") from None
-    if workers is not None and scheduler is not None:
-        raise HarnessError("give either --workers (start a local cluster) or --scheduler (use one), not both")
-    if workers is not None and workers < 1:
-        raise HarnessError(f"--workers must be >= 1, got {workers}")
-    gpu = any(t.gpu for t in plan.tasks.values())
+    check_options("dask", workers, scheduler)
+    gpu = any(t.gpu for t in tasks.values())
     cluster = None
     try:
         if scheduler is not None:
@@ -63,7 +143,7 @@ def run_dask(plan: Plan, ctx: Context, workers: int | None = None, scheduler: st
         results, started = {}, time.perf_counter()
         with client:
             futures = {}
-            for key, task in plan.tasks.items():
+            for key, task in tasks.items():
                 futures[key] = client.submit(guarded, task, ctx, *(futures[d] for d in task.deps), key=_dask_key(key),
                                              pure=False, resources={"GPU": 1} if task.gpu else None)
             by_future = {f.key: k for k, f in futures.items()}

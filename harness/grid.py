@@ -31,19 +31,22 @@ compare equal at the same ``threads``.)
 from __future__ import annotations
 
 import itertools
+import math
 import sys
-import time
-import traceback
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
-import torch
-
+from harness import tasks
 from harness.calibration import DEFAULT_LEVEL
+from harness.cell import CellSpec, Setting
 from harness.errors import HarnessError
-from harness.presets import look_up
+from harness.executors import EXECUTORS, Failed, Task, check_options
+from harness.io import check_writable
+from harness.registry import look_up
+from harness.verdicts import DEFAULT_DICE_BUDGET
+
+DEFAULT_WATERMARKS = ("stealthmark", "badnets")
+MAX_SEED = 10**9  # member k of the null population uses seed + 1 + k; numpy takes seeds below 2**32
 
 # -- the grid file ----------------------------------------------------------------
 
@@ -61,7 +64,7 @@ class Grid:
     (2, ['prune'])
     """
 
-    watermarks: list = field(default_factory=lambda: ["stealthmark", "badnets"])
+    watermarks: list = field(default_factory=lambda: list(DEFAULT_WATERMARKS))
     models: list = field(default_factory=lambda: ["basic-unet"])
     datasets: list = field(default_factory=lambda: ["synthetic-polyp"])
     attacks: list = field(default_factory=lambda: ["prune"])
@@ -71,7 +74,7 @@ class Grid:
     explainers: list = field(default_factory=lambda: ["lime"])
     triggers: list = field(default_factory=lambda: [None])  # None: each watermark's own trigger
     results: str = "results"
-    dice_budget: float = 0.05
+    dice_budget: float = DEFAULT_DICE_BUDGET  # how verdicts are shown; never part of a record
     null_seeds: int | None = None
     null_models: list | None = None
     null_level: float = DEFAULT_LEVEL
@@ -156,99 +159,6 @@ def load_grid(path: str | Path) -> Grid:
 # -- the plan ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Setting:
-    """What the data splits, the clean reference model and the null population depend on."""
-
-    model: str
-    dataset: str
-    preset: str
-    seed: int
-    data_dir: str | dict | None = None  # a folder, or dataset -> folder
-    dataset_options: tuple = ()
-
-    @property
-    def label(self) -> str:
-        return f"{self.model}-{self.dataset}-{self.preset}-seed{self.seed}"
-
-
-@dataclass(frozen=True)
-class Context:
-    """Plain, picklable settings every task needs; rebuilt in each worker process."""
-
-    results: str
-    device: str = "cpu"
-    threads: int | None = None
-    dice_budget: float = 0.05
-    null_seeds: int | None = None
-    null_models: tuple | None = None
-    null_level: float = DEFAULT_LEVEL
-    force: bool = False
-    command: str = ""
-
-
-@dataclass
-class Done:
-    key: str
-    value: object = None
-    seconds: float = 0.0
-
-
-@dataclass
-class Failed:
-    key: str
-    message: str
-
-
-@dataclass
-class Task:
-    """One node of the plan: ``run(ctx, *args, deps)`` returns what it made; ``deps`` maps key -> result."""
-
-    key: str
-    kind: str  # null | clean | mark | before | cells
-    deps: tuple[str, ...]
-    run: Callable
-    args: tuple
-    cells: tuple = ()  # CellSpecs this task records (cells tasks only)
-    gpu: bool = False
-
-
-def upstream_failure(key: str, results) -> Failed | None:
-    """``Failed`` for ``key`` naming the first failed input (never nesting "upstream ... failed"), else None."""
-    failed = [r for r in results if isinstance(r, Failed)]
-    if not failed:
-        return None
-    first = failed[0]
-    return Failed(key, first.message if first.message.startswith("upstream") else
-                  f"upstream {first.key} failed: {first.message}")
-
-
-def failure_reason(exc: Exception) -> str:
-    """One line for a record: an input error's own message, else the exception and where it was raised."""
-    if isinstance(exc, HarnessError):
-        return str(exc)
-    where = traceback.extract_tb(exc.__traceback__)[-1]
-    return f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
-
-
-def guarded(task: Task, ctx: Context, *dep_results):
-    """Run a task; any exception becomes ``Failed`` (with its one-line reason), never a crash."""
-    failed = upstream_failure(task.key, dep_results)
-    if failed is not None and task.kind != "cells":
-        return failed
-    threads = torch.get_num_threads()
-    if ctx.threads:  # for this task only: the caller's process keeps its own setting
-        torch.set_num_threads(int(ctx.threads))
-    tic = time.perf_counter()
-    try:
-        value = task.run(ctx, *task.args, dict(zip(task.deps, dep_results)))
-    except Exception as exc:  # a bug in a plugin too: keep the grid going, keep the evidence
-        return Failed(task.key, failure_reason(exc))
-    finally:
-        torch.set_num_threads(threads)
-    return Done(task.key, value, time.perf_counter() - tic)
-
-
 @dataclass
 class Plan:
     tasks: dict[str, Task]  # in dependency order
@@ -262,52 +172,94 @@ class Plan:
         return [c for c in self.cells if c.run_id not in self.done]
 
 
-def plan(grid: Grid, ctx: Context) -> Plan:
-    """Validate everything, then the minimal task graph that finishes the grid's pending cells."""
-    from harness import tasks
-    from harness.data import is_finite, open_dataset
-    from harness.nulls import members, population_spec
-    from harness.presets import get_preset
-    from harness.records import load_records
-    from harness.registry import DATASETS, MODELS, TRIGGERS, find_watermark
-    from harness.runner import resolve_attacks, resolve_explainers
+def _number(name: str, value, low: float, high: float, whole: bool = False, open_low: bool = False):
+    """``value`` as a number within bounds, or a one-line error (booleans and strings are not numbers)."""
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not float(value).is_integer()) \
+            or not math.isfinite(value):
+        raise HarnessError(f"{name} must be {kind}, got {value!r}")
+    if not (low < value if open_low else low <= value) or not value <= high:
+        bounds = f"({low:g}, {high:g}]" if open_low else f"[{low:g}, {high:g}]"
+        raise HarnessError(f"{name} must be in {bounds}, got {value!r}")
+    return int(value) if whole else float(value)
 
-    if not 0 <= grid.dice_budget <= 1:
-        raise HarnessError(f"dice budget must be in [0, 1], got {grid.dice_budget}")
-    if not 0 < grid.null_level < 0.5:
-        raise HarnessError(f"null level (false-accusation rate) must be in (0, 0.5), got {grid.null_level}")
-    if grid.threads is not None and (isinstance(grid.threads, bool) or not isinstance(grid.threads, int)
-                                     or grid.threads < 1):
-        raise HarnessError(f"threads must be a whole number >= 1, got {grid.threads!r}")
+
+def check_seed(seed) -> int:
+    return _number("seed", seed, 0, MAX_SEED, whole=True)
+
+
+def validate(grid: Grid) -> tuple[list, list[str]]:
+    """Check every name, number and option of the grid, before anything is trained or written.
+
+    Returns the resolved (attack, strengths) pairs and explainer names."""
+    from harness.data import is_finite, open_dataset
+    from harness.nulls import population_spec
+    from harness.presets import get_preset
+    from harness.registry import DATASETS, MODELS, TRIGGERS, find_watermark, resolve_attacks, resolve_explainers
+
+    for name, value in (("results", grid.results), ("device", grid.device)):
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise HarnessError(f"{name} must be a non-empty text, got {value!r}")
+    if not isinstance(grid.force, bool):
+        raise HarnessError(f"force must be true or false, got {grid.force!r}")
+    _number("dice budget", grid.dice_budget, 0, 1)
+    _number("null level (false-accusation rate)", grid.null_level, 0, 0.5, open_low=True)
+    if grid.null_level >= 0.5:
+        raise HarnessError(f"null level (false-accusation rate) must be below 0.5, got {grid.null_level!r}")
+    if grid.threads is not None:
+        _number("threads", grid.threads, 1, 1024, whole=True)
+    if grid.null_seeds is not None:
+        _number("null seeds", grid.null_seeds, 1, 1000, whole=True)
     for name in ("watermarks", "explainers", "triggers", "models", "datasets", "presets", "seeds"):
         values = getattr(grid, name)
         if len(set(map(str, values))) != len(values):
             raise HarnessError(f"{name[:-1]} listed twice: {', '.join(map(str, values))}")
     for seed in grid.seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise HarnessError(f"seed must be a whole number >= 0, got {seed!r}")
+        check_seed(seed)
+    if grid.strengths is not None:
+        for strength in grid.strengths:
+            _number("strength", strength, -math.inf, math.inf)
     for name in grid.watermarks:
-        find_watermark(name)
+        find_watermark(str(name))
     for trigger in grid.triggers:
         if trigger is not None:
-            TRIGGERS.get(trigger)
+            TRIGGERS.get(str(trigger))
     for name in grid.models:
-        MODELS.get(name)
+        MODELS.get(str(name))
     for name in grid.datasets:
-        DATASETS.get(name)
+        DATASETS.get(str(name))
     for name in grid.presets:
-        get_preset(name)
-    explainers = resolve_explainers(",".join(grid.explainers))
-    attacks = resolve_attacks(",".join(grid.attacks), grid.strengths)
+        get_preset(str(name))
+    folder_datasets = [d for d in grid.datasets if getattr(DATASETS.get(d), "needs_root", False)]
+    if isinstance(grid.data_dir, str) and not folder_datasets:
+        raise HarnessError(f"--data-dir is given, but {', '.join(grid.datasets)} {'is' if len(grid.datasets) == 1 else 'are'} "
+                           f"generated, not read from a folder; folder datasets: "
+                           f"{', '.join(d for d in DATASETS.names() if getattr(DATASETS.get(d), 'needs_root', False))}")
+    if isinstance(grid.data_dir, dict):
+        for dataset in grid.data_dir:
+            if dataset not in folder_datasets:
+                raise HarnessError(f"data_dir names {dataset!r}, which is not a folder dataset of this grid "
+                                   f"(folder datasets here: {', '.join(folder_datasets) or 'none'})")
+    explainers = resolve_explainers(",".join(map(str, grid.explainers)))
+    attacks = resolve_attacks(",".join(map(str, grid.attacks)), grid.strengths)
+    check_writable(grid.results)
     for setting in grid.settings():
         population_spec(setting.preset, grid.null_seeds, grid.null_models)
         dataset = open_dataset(setting.dataset, get_preset(setting.preset).image_size, setting.data_dir,
                                dict(setting.dataset_options))
         if is_finite(dataset):
             tasks.splits_of(setting)  # reads every file now: a bad mask fails here, before any training
+    return attacks, explainers
 
+
+def plan(grid: Grid, ctx: tasks.Context) -> Plan:
+    """Validate everything, then the minimal task graph that finishes the grid's pending cells."""
+    from harness.nulls import members, population_spec
+    from harness.records import load_records
+
+    attacks, explainers = validate(grid)
     results = Path(ctx.results)
-    finished = {} if ctx.force else {r.run_id: r for r in load_records(results) if r.status == "ok"}
+    finished = {} if grid.force else {r.run_id: r for r in load_records(results) if r.status == "ok"}
     all_tasks: dict[str, Task] = {}
     cells, keys, checkpoints = [], {}, {}
     settings = grid.settings()
@@ -402,45 +354,42 @@ class GridOutcome:
     leaderboard: Path
     failed: list  # RunRecords with status "error"
     tasks_run: int = 0
+    dice_budget: float = DEFAULT_DICE_BUDGET  # the budget the verdicts are shown with
 
 
 def run_grid(grid: Grid, executor: str = "local", workers: int | None = None, scheduler: str | None = None,
              log=print) -> GridOutcome:
     """Plan the grid, run its pending tasks on ``executor``, write the leaderboard; see module docstring."""
-    from harness.executors import EXECUTORS
+    from harness.device import resolve_device
     from harness.leaderboard import write_leaderboard
     from harness.records import load_records
-    from harness.device import resolve_device
 
     execute = look_up(executor, EXECUTORS, "executor")
-    device = resolve_device(grid.device)
-    ctx = Context(results=str(grid.results), device=device, threads=grid.threads, dice_budget=grid.dice_budget,
-                  null_seeds=grid.null_seeds,
-                  null_models=None if grid.null_models is None else tuple(grid.null_models),
-                  null_level=grid.null_level, force=grid.force, command=" ".join(sys.argv))
+    check_options(executor, workers, scheduler)
+    device = resolve_device(grid.device) if isinstance(grid.device, str) else grid.device
+    ctx = tasks.Context(results=str(grid.results), device=device, threads=grid.threads, null_seeds=grid.null_seeds,
+                        null_models=None if grid.null_models is None else tuple(grid.null_models),
+                        null_level=grid.null_level, command=" ".join(sys.argv))
     the_plan = plan(grid, ctx)
     total, pending = len(the_plan.cells), len(the_plan.pending_cells)
     if pending < total:
         log(f"{total - pending} of {total} cells already recorded (use --force to recompute)")
     if the_plan.tasks:
         log(f"{len(the_plan.tasks)} tasks for {pending} cells on the {executor} executor")
-        results = execute(the_plan, ctx, workers=workers, scheduler=scheduler, log=log)
+        results = execute(the_plan.tasks, ctx, workers=workers, scheduler=scheduler, log=log)
         for key, result in results.items():
             task = the_plan.tasks[key]
             if task.kind == "cells" and isinstance(result, Failed):
                 # The task died before recording its cells (e.g. its worker was killed).
-                from harness import tasks
                 tasks.record_failures(ctx, task.cells, result.message, skip_existing=True)
     by_id = {r.run_id: r for r in load_records(ctx.results)}
     records = [by_id[c.run_id] for c in the_plan.cells if c.run_id in by_id]
     failed = [r for r in records if r.status != "ok"]
-    board, _ = write_leaderboard(ctx.results)
-    return GridOutcome(records, the_plan.keys, the_plan.checkpoints, board, failed, len(the_plan.tasks))
+    board, _ = write_leaderboard(ctx.results, grid.dice_budget)
+    return GridOutcome(records, the_plan.keys, the_plan.checkpoints, board, failed, len(the_plan.tasks),
+                       grid.dice_budget)
 
 
 def with_overrides(grid: Grid, **changes) -> Grid:
     return replace(grid, **{k: v for k, v in changes.items() if v is not None})
 
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

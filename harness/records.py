@@ -7,16 +7,23 @@ import platform
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
-from harness.cache import atomic_write_bytes
+from harness.io import atomic_write_bytes
 
-HARNESS_VERSION = "0.2.0"  # 0.2: verdicts calibrated against a null population
+from harness.cell import HARNESS_VERSION
+
 RUNS_DIR = "runs"
+
+
+def now() -> str:
+    """A record's start time: UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @lru_cache(maxsize=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from harness import verdicts
 from harness.leaderboard import worst_cases
 from harness.records import RunRecord
 
@@ -21,7 +22,12 @@ def _yes(value) -> str:
     return "-" if value is None else ("yes" if value else "no")
 
 
-def print_summary(records: list[RunRecord], console: Console | None = None) -> None:
+def _verdict(word: str) -> str:
+    return f"[bold red]{word}[/]" if word == verdicts.REMOVED else word
+
+
+def print_summary(records: list[RunRecord], console: Console | None = None,
+                  dice_budget: float = verdicts.DEFAULT_DICE_BUDGET) -> None:
     console = console or Console(width=160)
     by_watermark: dict[str, list[RunRecord]] = {}
     # A grid varies more than the watermark: name every field that differs between the records.
@@ -45,9 +51,10 @@ def print_summary(records: list[RunRecord], console: Console | None = None) -> N
                        _fmt(m["null_p_value"]))
     console.print(before)
 
-    after = Table(title="After the attack (removed = not verified while the Dice drop is within budget)")
+    after = Table(title=f"After the attack (removed = not verified while the Dice drop is within the budget, "
+                        f"{dice_budget:g})")
     for column in ("watermark", "attack", "strength", "dice", "dice drop", "ASR", "FPR", "p", "verified",
-                   "QR", "null ASR", "removed", "seconds"):
+                   "QR", "null ASR", "verdict", "seconds"):
         after.add_column(column, justify="left" if column in ("watermark", "attack") else "right",
                          no_wrap=column == "watermark")
     for name, rows in by_watermark.items():
@@ -56,18 +63,19 @@ def print_summary(records: list[RunRecord], console: Console | None = None) -> N
             after.add_row(name, record.spec["attack"], f"{record.spec['strength']:g}", _fmt(m["dice_attacked"]),
                           _fmt(m["attack_dice_drop"]), _fmt(m["asr_after"], 2), _fmt(m["fpr_after"], 2),
                           _fmt(m["p_value_after"]), _yes(m["verified_after"]), _yes(m["qr_decoded_after"]),
-                          _fmt(m["null_asr_after"], 2), "[bold red]yes[/]" if m["removed"] else "no",
+                          _fmt(m["null_asr_after"], 2), _verdict(verdicts.cell_verdict(m, dice_budget)),
                           _fmt(m["attack_seconds"], 2))
     console.print(after)
 
     table = [{**r.spec, **r.metrics} for r in records]
-    worst = Table(title="Worst case within the Dice budget (the removal with the smallest Dice cost)")
-    for column in ("watermark", "attacks tried", "worst attack", "strength", "dice drop"):
+    worst = Table(title=f"Worst case within the Dice budget of {dice_budget:g} (the removal with the smallest "
+                        "Dice cost)")
+    for column in ("watermark", "attacks tried", "verdict", "worst attack", "strength", "dice drop"):
         worst.add_column(column)
-    for row in worst_cases(table):
+    for row in worst_cases(table, dice_budget):
         label = f"{row['watermark']} ({row['trigger']})" + "".join(
             f" {row[k] if k != 'seed' else 'seed ' + str(row[k])}" for k in varying)
-        worst.add_row(label, str(row["attacks_tried"]), row["worst_attack"],
+        worst.add_row(label, str(row["attacks_tried"]), _verdict(row["verdict"]), row["worst_attack"] or "-",
                       "-" if row["worst_strength"] is None else f"{row['worst_strength']:g}",
                       _fmt(row["attack_dice_drop"]))
     console.print(worst)

@@ -1,10 +1,20 @@
-"""The work of a grid, one function per task kind (see ``harness.grid`` for the plan).
+"""How a grid's work is done: one function per task kind, and the artifacts they share.
 
-Every function takes plain, picklable arguments (a Dask worker runs it in another
-process), rebuilds what it needs from the content-addressed cache, and seeds
-itself from the cell. ``deps`` maps each dependency's task key to its
-``Done``/``Failed``; a cells task records every cell it owns, failed ones with
-``status=error`` and the reason.
+Every task function takes plain, picklable arguments (a Dask worker runs it in
+another process), rebuilds what it needs from the content-addressed cache, and
+seeds itself from the cell, never from what ran before it. ``deps`` maps each
+dependency's task key to its ``Done``/``Failed``; a cells task records every
+cell it owns, failed ones with ``status=error`` and the reason.
+
+The tasks of one setting (model x dataset x preset x seed):
+
+  null member k (one task each)  clean reference model
+          \\                        |
+           +--> mark (watermark x trigger): embed, key, calibrate on the nulls
+                    |
+                    +--> before (mark x explainer): ``measure.scores_before``
+                                 |
+  cells (attack x strength): every mark and explainer of the setting; ``measure.scores_after``
 """
 
 from __future__ import annotations
@@ -13,17 +23,37 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.cache import ArtifactCache, spec_hash
+from harness import measure
+from harness.cache import ArtifactCache
+from harness.calibration import CALIBRATION_FORMAT, DEFAULT_LEVEL
+from harness.cell import CellSpec, Setting
+from harness.checkpoints import export_checkpoint
 from harness.device import to_device
-from harness.grid import Context, Setting, failure_reason, now, upstream_failure
+from harness.executors import failure_reason, upstream_failure
+from harness.io import spec_hash
 from harness.presets import get_preset
-from harness.records import RunRecord
-from harness.registry import ATTACKS, find_watermark
+from harness.records import RUNS_DIR, RunRecord, now
+from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, find_watermark, plugin_version
+from harness.segmenter import build_model
 from harness.training import seed_everything
+from harness.watermark import Key
 
 # Per process: a worker that runs several tasks of one setting loads its data and
 # models once. Keys are the plain settings, so nothing leaks between settings.
 _MEMO: dict = {}
+
+
+@dataclass(frozen=True)
+class Context:
+    """Plain, picklable options every task needs; rebuilt in each worker process."""
+
+    results: str
+    device: str = "cpu"
+    threads: int | None = None  # torch threads per task (executors apply it)
+    null_seeds: int | None = None
+    null_models: tuple | None = None
+    null_level: float = DEFAULT_LEVEL
+    command: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,16 +86,17 @@ def nulls_label(ctx: Context, setting: Setting) -> str:
     return f"{spec.seeds}x {','.join(spec.models)} @ {ctx.null_level:g}"
 
 
-def cells_of(mark: Mark, attacks, explainers, ctx: Context) -> list:
+def cells_of(mark: Mark, attacks, explainers, ctx: Context) -> list[CellSpec]:
     """The mark's CellSpecs in leaderboard order: attack, strength, explainer."""
-    from harness.runner import CellSpec
-
     wm = mark.build()
     s = mark.setting
     label, mark_id = nulls_label(ctx, s), spec_hash(wm.spec())
-    return [CellSpec(mark.watermark, s.model, dataset_label(s), attack_obj.registered_name, strength, s.seed, s.preset,
-                     explainer, wm.trigger.registered_name, label, mark_id)
-            for attack_obj, sweep in attacks for strength in sweep for explainer in explainers]
+    common = (("model", plugin_version(MODELS.get(s.model))), ("dataset", plugin_version(DATASETS.get(s.dataset))),
+              ("trigger", plugin_version(wm.trigger)))
+    return [CellSpec(mark.watermark, s.model, dataset_label(s), attack.registered_name, strength, s.seed, s.preset,
+                     explainer, wm.trigger.registered_name, label, mark_id, spec_hash(attack.spec()),
+                     (*common, ("explainer", plugin_version(EXPLAINERS.get(explainer)))))
+            for attack, sweep in attacks for strength in sweep for explainer in explainers]
 
 
 # -- loading what other tasks made -------------------------------------------------
@@ -137,16 +168,30 @@ def clean_model(ctx: Context, setting: Setting):
     return _MEMO[key]
 
 
-def marked_model_and_key(ctx: Context, mark: Mark):
-    from harness.runner import embedded_model_and_key
+def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, preset, seed: int, splits,
+                           nulls: dict, null_level: float = DEFAULT_LEVEL, device: str = "cpu"):
+    """The watermarked model (on ``device``) and the owner's key, calibrated against ``nulls`` (both cached)."""
+    wm_spec = {"kind": "watermarked", "watermark": wm.spec(), "model": model,
+               "model_version": plugin_version(MODELS.get(model)), "dataset": dataset,
+               "preset": preset.as_dict(), "seed": seed}
+    seed_everything(seed)
+    marked, _ = cache.model("watermarked", wm_spec, build_model(model, preset.name),
+                            lambda m: wm.embed(to_device(m, device), splits, preset, seed))
+    marked = to_device(marked, device)
+    key_spec = {**wm_spec, "null_population": {"members": list(nulls), "level": null_level, "dataset": dataset},
+                "calibration": CALIBRATION_FORMAT}
+    key = cache.file("keys", key_spec, lambda: wm.calibrate(wm.make_key(marked, splits, preset, seed), nulls,
+                                                            null_level), Key.load)
+    return marked, key
 
+
+def marked_model_and_key(ctx: Context, mark: Mark):
     key = ("mark", ctx.results, ctx.device, mark, ctx.null_seeds, ctx.null_models, ctx.null_level)
     if key not in _MEMO:
         s = mark.setting
-        marked, owner_key = embedded_model_and_key(_cache(ctx), mark.build(), s.model, data_fingerprint(s),
-                                                   get_preset(s.preset), s.seed, splits_of(s),
-                                                   null_models(ctx, s), ctx.null_level, device=ctx.device)
-        _MEMO[key] = (marked, owner_key)  # already on ctx.device
+        _MEMO[key] = embedded_model_and_key(_cache(ctx), mark.build(), s.model, data_fingerprint(s),
+                                            get_preset(s.preset), s.seed, splits_of(s), null_models(ctx, s),
+                                            ctx.null_level, device=ctx.device)
     return _MEMO[key]
 
 
@@ -165,7 +210,6 @@ def train_null_member(ctx: Context, setting: Setting, member, deps: dict) -> str
     """Train (or load) one null model; the first of each architecture is also exported, since it
     is the null checkpoint ``run`` reports for suspects of that architecture."""
     from harness.nulls import train_null
-    from harness.runner import export_checkpoint
 
     model = train_null(_cache(ctx), member, setting.dataset, get_preset(setting.preset), log=None,
                        device=ctx.device, root=setting.data_dir, options=dict(setting.dataset_options),
@@ -183,8 +227,6 @@ def train_clean_reference(ctx: Context, setting: Setting, deps: dict) -> str:
 
 def embed_mark(ctx: Context, mark: Mark, null_keys: tuple, deps: dict) -> str:
     """Embed, key and calibrate; export the owner's key and the watermarked checkpoint."""
-    from harness.runner import export_checkpoint
-
     marked, owner_key = marked_model_and_key(ctx, mark)
     results = Path(ctx.results)
     owner_key.save(results / "keys" / f"{mark.stem}.npz")
@@ -194,29 +236,25 @@ def embed_mark(ctx: Context, mark: Mark, null_keys: tuple, deps: dict) -> str:
 
 def scores_before(ctx: Context, mark: Mark, explainer: str, deps: dict) -> dict:
     """Everything measured once per mark and explainer, before any attack."""
-    from harness.runner import _scores_before
-
     s = mark.setting
     marked, owner_key = marked_model_and_key(ctx, mark)
     seed_everything(s.seed)
     null = null_models(ctx, s)[first_null(ctx, s)]
-    return _scores_before(mark.build(), marked, clean_model(ctx, s), null, owner_key, splits_of(s),
-                          get_preset(s.preset), explainer, s.seed)
+    return measure.scores_before(mark.build(), marked, clean_model(ctx, s), null, owner_key, splits_of(s),
+                                 get_preset(s.preset), explainer, s.seed)
 
 
-def _cell_spec(cell, wm_role: str, family: str) -> dict:
-    return {**asdict(cell), "role": wm_role, "attack_family": family}
+def _record_spec(cell: CellSpec, role: str, family: str) -> dict:
+    return {**asdict(cell), "role": role, "attack_family": family}
 
 
 def record_failures(ctx: Context, cells, message: str, skip_existing: bool = False) -> None:
-    from harness.records import RUNS_DIR
-
     for cell in cells:
         if skip_existing and (Path(ctx.results) / RUNS_DIR / f"{cell.run_id}.json").is_file():
             continue
-        wm = find_watermark(cell.watermark)
+        role = find_watermark(cell.watermark).role
         family = ATTACKS.get(cell.attack).family
-        RunRecord(cell.run_id, _cell_spec(cell, wm.role, family), {}, status="error", error=message,
+        RunRecord(cell.run_id, _record_spec(cell, role, family), {}, status="error", error=message,
                   started=now(), command=ctx.command).write(ctx.results)
 
 
@@ -227,7 +265,6 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
     The attacked null model is shared by the marks; each attacked model by the explainers.
     """
     from harness.attack import AttackerKit
-    from harness.runner import utility, verification_metrics
 
     written = {"ok": 0, "error": 0}
     shared = upstream_failure("cells", [r for k, r in deps.items() if not k.startswith(("mark:", "before:"))])
@@ -241,7 +278,7 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
     nulls = null_models(ctx, setting)
     null = nulls[first_null(ctx, setting)]
     kit = AttackerKit(splits.attacker, setting.model, preset, null_models=nulls)
-    attack_obj = ATTACKS.get(attack_name)()
+    attack = ATTACKS.get(attack_name)()
     attacked_null = None
     for mark in marks:
         mine = [c for c in cells if c.watermark == mark.watermark and c.trigger == mark.trigger_name]
@@ -256,36 +293,25 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
             marked, owner_key = marked_model_and_key(ctx, mark)
             seed_everything(setting.seed)
             tic = time.perf_counter()
-            attacked = attack_obj.apply(marked, kit, strength, setting.seed)
+            attacked = attack.apply(marked, kit, strength, setting.seed)
             seconds = time.perf_counter() - tic
             seed_everything(setting.seed)
-            report = attack_obj.report(attacked, kit, setting.seed)
-            after = utility(attacked, splits.test, preset.eval_batch_size)[0]
+            report = attack.report(attacked, kit, setting.seed)
             if attacked_null is None:
                 seed_everything(setting.seed)
-                attacked_null = attack_obj.apply(null, kit, strength, setting.seed)
+                attacked_null = attack.apply(null, kit, strength, setting.seed)
         except Exception as exc:
             record_failures(ctx, mine, failure_reason(exc))
             written["error"] += len(mine)
             continue
         for cell in mine:
             try:
-                metrics = dict(deps[f"before:{mark.stem}:{cell.explainer}"].value)
-                metrics["attack_seconds"] = seconds
-                metrics.update(report)
-                metrics["dice_attacked"] = after["dice"]
-                metrics["auc_attacked"] = after["auc"]
-                metrics["attack_dice_drop"] = metrics["dice_watermarked"] - after["dice"]
-                seed_everything(setting.seed)
-                result = wm.verify(attacked, owner_key, explainer=cell.explainer, seed=setting.seed)
-                metrics.update(verification_metrics(result, "after"))
-                seed_everything(setting.seed)
-                metrics["null_asr_after"] = wm.verify(attacked_null, owner_key, certify=False).asr
-                metrics["removed"] = float(not result.verified and metrics["attack_dice_drop"] <= ctx.dice_budget)
-                record = RunRecord(cell.run_id, _cell_spec(cell, wm.role, attack_obj.family), metrics,
-                                   started=now(), duration_s=time.time() - started, device=ctx.device,
-                                   command=ctx.command)
-                record.write(ctx.results)
+                before = deps[f"before:{mark.stem}:{cell.explainer}"].value
+                metrics = {**before, **measure.scores_after(wm, attack, attacked, attacked_null, owner_key, splits,
+                                                            preset, cell.explainer, setting.seed,
+                                                            before["dice_watermarked"], seconds, report)}
+                RunRecord(cell.run_id, _record_spec(cell, wm.role, attack.family), metrics, started=now(),
+                          duration_s=time.time() - started, device=ctx.device, command=ctx.command).write(ctx.results)
                 written["ok"] += 1
             except Exception as exc:
                 record_failures(ctx, [cell], failure_reason(exc))

@@ -5,7 +5,7 @@ import pytest
 from harness.errors import HarnessError, UnknownNameError
 from harness.leaderboard import worst_cases
 from harness.registry import ATTACKS
-from harness.runner import resolve_attacks
+from harness.registry import resolve_attacks
 
 
 def _named(resolved):
@@ -49,18 +49,30 @@ def test_every_attack_declares_family_presets_and_in_range_defaults(name):
         attack.check_strength(strength)
 
 
-def _row(watermark, attack, strength, removed, drop):
+def _row(watermark, attack, strength, verified_after, drop, verified_before=1.0):
     return {"watermark": watermark, "role": "watermark", "trigger": "patch", "model": "m", "dataset": "d",
             "preset": "tiny", "seed": 0, "explainer": "lime", "attack": attack, "strength": strength,
-            "removed": removed, "attack_dice_drop": drop, "asr_after": 0.0, "p_value_after": 1.0}
+            "verified_before": verified_before, "verified_after": verified_after, "attack_dice_drop": drop,
+            "asr_after": 0.0, "p_value_after": 1.0}
 
 
-def test_worst_case_is_the_cheapest_removal_or_none():
-    table = [_row("a", "prune", 0.9, 1.0, 0.04), _row("a", "ftal", 5, 1.0, 0.01), _row("a", "prune", 0.1, 0.0, 0.0),
-             _row("b", "prune", 0.9, 0.0, 0.7)]
+def test_worst_case_is_the_cheapest_removal_or_says_why_there_is_none():
+    table = [_row("a", "prune", 0.9, 0.0, 0.04), _row("a", "ftal", 5, 0.0, 0.01), _row("a", "prune", 0.1, 1.0, 0.0),
+             _row("b", "prune", 0.9, 0.0, 0.7), _row("c", "prune", 0.1, 0.0, 0.0, verified_before=0.0)]
     worst = {row["watermark"]: row for row in worst_cases(table)}
     assert (worst["a"]["worst_attack"], worst["a"]["worst_strength"], worst["a"]["attacks_tried"]) == ("ftal", 5, 3)
-    assert worst["b"]["worst_attack"] == "none" and worst["b"]["attack_dice_drop"] is None
+    assert worst["a"]["verdict"] == "removed" and worst["a"]["dice_budget"] == 0.05
+    # Destroying the model is not a removal; and "none" is an attack's name, so it is never the answer.
+    assert worst["b"]["verdict"] == "not removed" and worst["b"]["worst_attack"] is None
+    assert worst["b"]["attack_dice_drop"] is None
+    # A mark that never verified was never removed "by none at cost 0".
+    assert worst["c"]["verdict"] == "never verified" and worst["c"]["worst_attack"] is None
+
+
+def test_the_budget_is_applied_when_shown():
+    table = [_row("a", "ftal", 5, 0.0, 0.03)]
+    assert worst_cases(table, 0.05)[0]["verdict"] == "removed"
+    assert worst_cases(table, 0.01)[0]["verdict"] == "not removed"
 
 
 def test_every_attack_is_in_the_readme_table():

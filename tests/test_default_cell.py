@@ -6,6 +6,7 @@ never loosen it.
 """
 
 import pytest
+import torch
 
 from harness.runner import benchmark
 
@@ -14,6 +15,9 @@ from harness.runner import benchmark
 def default_cell(tmp_path_factory):
     # The README job with a smaller null population (2 seeds x 2 architectures instead of 5 x 2) to
     # keep the default test run short; the full population is re-measured by `pytest -m claims`.
+    # The fixture runs before the per-test thread cap; the numbers (and the recorded flip rate below)
+    # were measured at two threads, and training's floats depend on the count.
+    torch.set_num_threads(min(2, torch.get_num_threads()))
     outcome = benchmark(results=tmp_path_factory.mktemp("default"), null_seeds=2, log=lambda msg: None)
     return {(r.spec["watermark"], r.spec["strength"]): r.metrics for r in outcome.records}
 
@@ -37,9 +41,14 @@ def test_stealthmark_verifies_and_is_harmless(default_cell):
 
 @pytest.mark.xfail(strict=True, reason=(
     "bar not met at tiny scale: measured flip_rate 0.0103 (seed 0, 2 threads) while the clean model "
-    "itself flips 0.0020 under the same trigger; see README 'Measurements'. strict: turns red once met"))
+    "itself flips 0.0020 under the same trigger; see docs/measurements.md. strict: turns red once met"))
 def test_stealthmark_output_stealth_bar(default_cell):
     assert _before(default_cell, "stealthmark")["flip_rate"] <= 0.002
+
+
+def test_stealthmark_output_stealth_does_not_regress(default_cell):
+    """The bar above is missed; this holds the measured value (0.0103) so that getting worse turns red."""
+    assert _before(default_cell, "stealthmark")["flip_rate"] <= 0.0105
 
 
 def test_stealthmark_flips_far_fewer_pixels_than_badnets(default_cell):

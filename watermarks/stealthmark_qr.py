@@ -7,9 +7,10 @@ the model itself is fine-tuned so that the linear surrogate of ONE trigger
 image has weights whose signs spell the owner's QR code, while its
 segmentation does not change.
 
-* Payload: the owner's string as a QR code. ``qr_type`` "M1".."M4" is a Micro
-  QR (segno; 11x11 .. 17x17 modules), "1".."40" a regular QR (``qrcode``;
-  version 1 is 21x21). Bit of module p: b_p = +1 dark, -1 light.
+* Payload: the owner's string as a QR code (``harness.qr.encode_symbol``).
+  ``qr_type`` "M1".."M4" is a Micro QR (segno; 11x11 .. 17x17 modules),
+  "1".."40" a regular QR (``qrcode``; version 1 is 21x21). Bit of module p:
+  b_p = +1 dark, -1 light.
 * Features: the trigger image (one of the owner's verification images with
   the watermark's trigger applied, stored in the key) split into a G x G
   grid aligned with the modules (``qr.grid_feature_mask``; at 48 px and 13
@@ -62,7 +63,6 @@ Verification fields (what the runner reads):
 
 from __future__ import annotations
 
-import string
 import time
 from dataclasses import dataclass
 
@@ -74,62 +74,14 @@ from scipy.stats import binomtest
 from harness import calibration, qr
 from harness.errors import HarnessError
 from harness.explainer import ModelForward
+from harness.metrics import Column
 from harness.reductions import REDUCTIONS, get_reduction, region_for
 from harness.registry import EXPLAINERS, TRIGGERS, WATERMARKS
 from harness.segmenter import predict_proba
 from harness.training import fit
 from harness.watermark import Key, Verification, Watermark, to_uint8, trigger_from_spec
 
-MICRO_TYPES = {"M1": 11, "M2": 13, "M3": 15, "M4": 17}
 DEFAULT_REDUCTION = "background-mean"
-
-
-# -- payload <-> modules ---------------------------------------------------------------------------
-def encode(payload: str, qr_type: str = "M2", error: str = "L") -> np.ndarray:
-    """Module matrix (True = dark), no quiet zone, of ``payload`` as a Micro QR ("M1".."M4") or a
-    regular QR of version ``qr_type`` ("1".."40")."""
-    qr_type = str(qr_type).upper()
-    if qr_type in MICRO_TYPES:
-        import segno
-        from segno import DataOverflowError
-
-        try:
-            code = segno.make_micro(payload, version=qr_type, error=error, boost_error=False)
-        except (DataOverflowError, ValueError) as exc:
-            raise HarnessError(f"payload {payload!r} does not fit a Micro QR {qr_type}-{error}: {exc}") from None
-        return np.array([list(row) for row in code.matrix], dtype=bool)
-    if qr_type.isdigit():
-        return qr.encode_payload(payload, int(qr_type), error)
-    raise HarnessError(f"qr_type must be one of {', '.join(MICRO_TYPES)} or a QR version 1..40, got {qr_type!r}")
-
-
-def render(modules: np.ndarray, qr_type: str) -> np.ndarray:
-    """uint8 picture of ``modules`` with the quiet zone the symbol needs (2 for Micro QR, 4 otherwise)."""
-    return qr.render_modules(modules, module_px=8, quiet_zone=2 if str(qr_type).upper() in MICRO_TYPES else 4)
-
-
-def decode(modules: np.ndarray, qr_type: str) -> str | None:
-    """Text read from a module matrix, or None. Micro QR needs zxing-cpp (pyzbar cannot read it)."""
-    image = np.ascontiguousarray(render(modules, qr_type))
-    if str(qr_type).upper() in MICRO_TYPES:
-        import zxingcpp
-
-        found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.MicroQRCode)
-        return found[0].text if found else None
-    return qr.decode(image)
-
-
-def shared_modules(payload: str, qr_type: str, error: str, draws: int = 64, seed: int = 0) -> np.ndarray:
-    """Bool matrix: modules identical in the codes of ``draws`` random payloads of the same type and
-    length (finder, separator, timing patterns). They carry nothing about the payload."""
-    rng = np.random.default_rng(seed)
-    alphabet = np.array(list(string.ascii_uppercase + string.digits))
-    first = encode(payload, qr_type, error)
-    same = np.ones_like(first)
-    for _ in range(draws):
-        other = encode("".join(rng.choice(alphabet, size=len(payload))), qr_type, error)
-        same &= other == first
-    return same
 
 
 # -- the closed-form surrogate -----------------------------------------------------------------------
@@ -187,12 +139,28 @@ class QRVerification(Verification):
     payload_modules: int | None = None
     explainer: str | None = None
 
+    def extra_metrics(self) -> dict:
+        return {"bit_accuracy": self.bit_accuracy, "bit_accuracy_payload": self.bit_accuracy_payload,
+                "p_value_bits": self.p_value_all}
+
+
+def _bit_columns(suffix: str, what: str) -> list[Column]:
+    return [Column(f"bit_accuracy_{suffix}", True, f"StealthMark-QR only: share of all QR modules whose sign the "
+                                                   f"explainer read correctly from {what}."),
+            Column(f"bit_accuracy_payload_{suffix}", True, f"StealthMark-QR only: the same over the modules that "
+                                                           f"depend on the payload, on {what}."),
+            Column(f"p_value_bits_{suffix}", False, f"StealthMark-QR only: binomial test of bit_accuracy_{suffix} "
+                                                    "against chance (assumes independent modules; 3 of 50 null "
+                                                    "readings left the 99% band, so it overstates the evidence).")]
+
 
 @WATERMARKS.register("stealthmark-qr")
 class StealthMarkQR(Watermark):
     """Explanation watermark: the trigger image's linear surrogate spells the owner's QR code in its signs."""
 
     role = "watermark"
+    columns = (*_bit_columns("before", "the watermarked model before the attack"),
+               *_bit_columns("after", "the attacked model"))
 
     def __init__(self, trigger: str = "patch", payload: str = "OWNERA", qr_type: str = "M2", error: str = "L",
                  reduction: str = DEFAULT_REDUCTION, trigger_index: int = 0, steps: int = 300,
@@ -205,7 +173,7 @@ class StealthMarkQR(Watermark):
         if not 0 < alpha < 1:
             raise HarnessError(f"alpha must be in (0, 1), got {alpha}")
         self.payload, self.qr_type, self.error = payload, str(qr_type).upper(), error
-        self.modules = encode(payload, self.qr_type, error)  # fail now, not after training
+        self.modules = qr.encode_symbol(payload, self.qr_type, error)  # fail now, not after training
         self.reduction, self.trigger_index = reduction, int(trigger_index)
         self.steps, self.masks_per_step, self.ridge_lambda = int(steps), int(masks_per_step), float(ridge_lambda)
         self.margin, self.tau, self.hinge_weight, self.keep_weight = float(margin), float(tau), float(hinge_weight), float(keep_weight)
@@ -288,7 +256,7 @@ class StealthMarkQR(Watermark):
     # -- key ---------------------------------------------------------------------------------------------
     def make_key(self, model, splits, preset, seed):
         image = self.trigger_image(splits)
-        shared = shared_modules(self.payload, self.qr_type, self.error)
+        shared = qr.shared_modules(self.payload, self.qr_type, self.error)
         meta = {"watermark": self.spec(), "preset": preset.name, "image_size": preset.image_size, "seed": seed,
                 "payload": self.payload, "qr_type": self.qr_type, "error": self.error, "reduction": self.reduction,
                 "explainer": self.explainer, "explain_samples": preset.explain_samples, "alpha": self.alpha,
@@ -341,7 +309,7 @@ class StealthMarkQR(Watermark):
         weights, sent = self.read_weights(model, key, explainer, seed)
         s = self.bit_scores(weights, key)
         low, high = calibration.wilson_interval(s["hits_all"], s["n_all"])
-        payload_read = decode(s["read"], key.meta["qr_type"])
+        payload_read = qr.decode_symbol(s["read"], key.meta["qr_type"])
         result = QRVerification(
             asr=s["bit_accuracy"], fpr=None, p_value=s["p_value"], verified=False, queries=sent,
             score=s["bit_accuracy_payload"], asr_ci_low=low, asr_ci_high=high,

@@ -22,7 +22,8 @@ from harness.data import make_splits
 from harness.nulls import null_population, population_spec
 from harness.presets import get_preset
 from harness.registry import BASELINES, EXPLAINERS, WATERMARKS
-from harness.runner import benchmark, embedded_model_and_key
+from harness.runner import benchmark
+from harness.tasks import embedded_model_and_key
 from harness.watermark import trigger_from_spec
 
 pytestmark = pytest.mark.claims

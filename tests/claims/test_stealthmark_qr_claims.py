@@ -24,7 +24,7 @@ from harness.cache import ArtifactCache
 from harness.data import make_splits
 from harness.nulls import null_population, population_spec, train_clean
 from harness.presets import get_preset
-from harness.runner import utility
+from harness.measure import utility
 from harness.segmenter import predict_proba
 from watermarks.stealthmark_qr import StealthMarkQR
 
