@@ -184,7 +184,7 @@ def _finish(outcome, tic: float) -> int:
     """Print the summary; exit status 1 when any cell failed (re-running retries exactly those)."""
     from harness.summary import print_summary
 
-    print_summary([r for r in outcome.records if r.status == "ok"])
+    print_summary([r for r in outcome.records if r.status == "ok"], dice_budget=outcome.dice_budget)
     for name, path in outcome.keys.items():
         if path.is_file():
             print(f"owner key ({name}): {path}  <- keep this file; it is what `harness verify --key` needs")
@@ -246,11 +246,13 @@ def cmd_nulls(args) -> int:
     from harness.nulls import members, null_population, population_spec
     from harness.presets import get_preset
     from harness.registry import DATASETS
-    from harness.runner import utility
     from harness.data import make_splits
+    from harness.grid import check_seed
+    from harness.measure import utility
 
     preset = get_preset(args.preset)
     DATASETS.get(args.dataset)
+    check_seed(args.seed)
     if args.held_out < 0:
         raise HarnessError(f"--held-out must be >= 0, got {args.held_out}")
     spec = population_spec(args.preset, args.null_seeds, args.null_models)
@@ -290,7 +292,7 @@ def cmd_guard(args) -> int:
 
 def cmd_list(args) -> int:
     from harness.registry import ALL_REGISTRIES
-    from harness.presets import look_up
+    from harness.registry import look_up
 
     kinds = [look_up(args.kind, ALL_REGISTRIES, "plugin kind")] if args.kind else list(ALL_REGISTRIES.values())
     for registry in kinds:
@@ -312,7 +314,7 @@ def cmd_leaderboard(args) -> int:
 def cmd_verify(args) -> int:
     from harness.checkpoints import load_model
     from harness.registry import find_watermark
-    from harness.runner import resolve_explainers
+    from harness.registry import resolve_explainers
     from harness.watermark import Key
 
     key = Key.load(args.key)
@@ -340,13 +342,28 @@ def cmd_verify(args) -> int:
 
 def _print_verdict(result, key) -> None:
     verdict = "VERIFIED" if result.verified else "NOT VERIFIED"
-    print(f"{verdict}: {key.meta['watermark']['name']} key, asr {result.asr:.3f} vs fpr {result.fpr:.3f} "
-          f"over {result.queries // 2}+{result.queries // 2} queries, p = {result.p_value:.3g} "
-          f"(alpha {key.meta['alpha']})")
+    name = key.meta["watermark"]["name"]
+    if result.fpr is not None:
+        print(f"{verdict}: {name} key, asr {result.asr:.3f} vs fpr {result.fpr:.3f} "
+              f"over {result.queries // 2}+{result.queries // 2} queries, p = {result.p_value:.3g} "
+              f"(alpha {key.meta['alpha']})")
+    else:
+        # No benign queries (stealthmark-qr reads bits off one explained image): asr is a bit accuracy
+        # and `queries` counts the images the explainer sent, not M triggered + M benign.
+        bits = getattr(result, "modules", None)
+        payload_bits = getattr(result, "payload_modules", None)
+        read = f"bit accuracy {result.asr:.3f}" + (f" over {bits} modules" if bits else "")
+        if result.score is not None:
+            read += f", {result.score:.3f}" + (f" over the {payload_bits} payload modules" if payload_bits
+                                                else " on the payload")
+        print(f"{verdict}: {name} key, {read}, from {result.queries} queries, p = {result.p_value:.3g} "
+              f"(alpha {key.meta['alpha']})")
     if result.p_value_null is None:
         print("uncalibrated key: no null population was scored with it, so nothing can be verified")
     else:
-        cal = key.meta["null_calibration"]
+        # stealthmark-qr calibrates per explainer; the verdict used the one of the explainer that ran
+        explainer = getattr(result, "explainer", None)
+        cal = key.meta.get("null_calibrations", {}).get(explainer) or key.meta["null_calibration"]
         print(f"against {len(cal['members'])} null models: score {result.score:.3f} vs threshold "
               f"{result.null_threshold:.3f}, p_null = {result.p_value_null:.3g} (level {cal['level']})")
 
