@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
-import re
 import os
+import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -29,36 +31,60 @@ from harness.report import (
 
 ROOT = Path(__file__).resolve().parents[1]
 NULLS = "5x basic-unet,unet @ 0.05"
-# (watermark, role, attack, family, strength, asr_after, dice_attacked, verified_after)
+THRESHOLD = 0.3
+# (watermark, role, trigger, attack, family, strength, asr_after, dice_attacked, verified_before, verified_after,
+#  score_after). With the Dice budget 0.05 the matrix must read:
+#   stealthmark: none verified; prune destroyed (only 0.9 breaks it, at a cost of 0.72); fine-prune survived;
+#                ftal removed, cheapest at strength 5 (cost 0.02).
+#   badnets:     prune destroyed; jpeg survived; gauss-noise removed although ASR = 1 (FPR = 1 too).
+#   wanet:       never verified, with and without an attack.
 CELLS = [
-    ("stealthmark", "watermark", "none", "none", 0.0, 1.0, 0.77, 1.0),
-    ("stealthmark", "watermark", "prune", "pruning", 0.1, 1.0, 0.76, 1.0),
-    ("stealthmark", "watermark", "prune", "pruning", 0.5, 0.6, 0.60, 1.0),
-    ("stealthmark", "watermark", "prune", "pruning", 0.9, 0.0, 0.05, 0.0),
-    ("stealthmark", "watermark", "fine-prune", "pruning", 0.3, 1.0, 0.74, 1.0),
-    ("stealthmark", "watermark", "ftal", "fine-tuning", 5.0, 0.5, 0.75, 0.0),
-    ("stealthmark", "watermark", "ftal", "fine-tuning", 20.0, 0.0, 0.74, 0.0),
-    ("badnets", "baseline", "none", "none", 0.0, 1.0, 0.58, 1.0),
-    ("badnets", "baseline", "prune", "pruning", 0.3, 1.0, 0.57, 1.0),
-    ("badnets", "baseline", "prune", "pruning", 0.7, 0.0, 0.10, 0.0),
-    ("badnets", "baseline", "jpeg", "input-transform", 20.0, 1.0, 0.40, 1.0),
+    ("stealthmark", "watermark", "patch", "none", "none", 0.0, 1.0, 0.77, 1.0, 1.0, 0.9),
+    ("stealthmark", "watermark", "patch", "prune", "pruning", 0.1, 1.0, 0.76, 1.0, 1.0, 0.85),
+    ("stealthmark", "watermark", "patch", "prune", "pruning", 0.5, 0.6, 0.60, 1.0, 1.0, 0.5),
+    ("stealthmark", "watermark", "patch", "prune", "pruning", 0.9, 0.0, 0.05, 1.0, 0.0, 0.05),
+    ("stealthmark", "watermark", "patch", "fine-prune", "pruning", 0.3, 1.0, 0.74, 1.0, 1.0, 0.8),
+    ("stealthmark", "watermark", "patch", "ftal", "fine-tuning", 5.0, 0.5, 0.75, 1.0, 0.0, 0.2),
+    ("stealthmark", "watermark", "patch", "ftal", "fine-tuning", 20.0, 0.0, 0.74, 1.0, 0.0, 0.1),
+    ("badnets", "baseline", "patch", "none", "none", 0.0, 1.0, 0.58, 1.0, 1.0, 0.9),
+    ("badnets", "baseline", "patch", "prune", "pruning", 0.3, 1.0, 0.57, 1.0, 1.0, 0.9),
+    ("badnets", "baseline", "patch", "prune", "pruning", 0.7, 0.0, 0.10, 1.0, 0.0, 0.0),
+    ("badnets", "baseline", "patch", "jpeg", "input-transform", 20.0, 1.0, 0.40, 1.0, 1.0, 0.7),
+    ("badnets", "baseline", "patch", "gauss-noise", "noise", 0.1, 1.0, 0.57, 1.0, 0.0, 0.1),
+    ("wanet", "baseline", "warp", "none", "none", 0.0, 0.1, 0.70, 0.0, 0.0, 0.1),
+    ("wanet", "baseline", "warp", "prune", "pruning", 0.5, 0.1, 0.69, 0.0, 0.0, 0.1),
 ]
-DICE_MARKED = {"stealthmark": 0.77, "badnets": 0.58}
+DICE_MARKED = {"stealthmark": 0.77, "badnets": 0.58, "wanet": 0.70}
+EXPECTED = {  # (mark, attack) -> (css class, label) in the HTML matrix
+    ("stealthmark", "none"): ("v-survived", "verified"),
+    ("stealthmark", "prune"): ("v-destroyed", "destroyed"),
+    ("stealthmark", "fine-prune"): ("v-survived", "survived"),
+    ("stealthmark", "ftal"): ("v-removed", "removed"),
+    ("stealthmark", "jpeg"): ("v-untried", "·"),
+    ("stealthmark", "worst case"): ("v-removed", "removed"),
+    ("badnets", "prune"): ("v-destroyed", "destroyed"),
+    ("badnets", "jpeg"): ("v-survived", "survived"),
+    ("badnets", "gauss-noise"): ("v-removed", "removed"),
+    ("badnets", "worst case"): ("v-removed", "removed"),
+    ("wanet", "none"): ("v-never-verified", "never verified"),
+    ("wanet", "prune"): ("v-never-verified", "never verified"),
+    ("wanet", "worst case"): ("v-never-verified", "never verified"),
+}
 
 
-def _write_records(results: Path) -> None:
-    for i, (wm, role, attack, family, strength, asr, dice, verified) in enumerate(CELLS):
-        trigger = "patch"
+def _write_records(results: Path, cells=CELLS, seed: int = 0) -> None:
+    for i, (wm, role, trigger, attack, family, strength, asr, dice, before, after, score) in enumerate(cells):
         spec = {"watermark": wm, "role": role, "trigger": trigger, "model": "basic-unet",
                 "dataset": "synthetic-polyp", "preset": "tiny", "attack": attack, "attack_family": family,
-                "strength": strength, "seed": 0, "explainer": "lime", "nulls": NULLS}
-        drop = DICE_MARKED[wm] - dice
+                "strength": strength, "seed": seed, "explainer": "lime", "nulls": NULLS}
+        flags_everything = asr == 1.0 and not after  # the verifier flags benign queries too
         metrics = {"dice_clean": 0.78, "dice_watermarked": DICE_MARKED[wm], "dice_attacked": dice,
-                   "attack_dice_drop": drop, "asr_before": 1.0, "fpr_before": 0.0, "verified_before": 1.0,
-                   "asr_after": asr, "fpr_after": 0.0, "verified_after": verified, "p_value_after": 0.5,
-                   "qr_decoded_after": None if role == "baseline" else verified,
-                   "removed": float(not verified and drop <= 0.05)}
-        RunRecord(f"{i:016x}", spec, metrics, versions={}, command="test").write(results)
+                   "attack_dice_drop": DICE_MARKED[wm] - dice, "asr_before": 1.0, "fpr_before": 0.0,
+                   "verified_before": before, "score_before": 0.9, "null_threshold": THRESHOLD,
+                   "asr_after": asr, "fpr_after": 1.0 if flags_everything else 0.0, "verified_after": after,
+                   "score_after": score, "p_value_after": 0.5,
+                   "qr_decoded_after": None if role == "baseline" else after}
+        RunRecord(f"{seed:04x}{i:012x}", spec, metrics, versions={}, command="test").write(results)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +109,50 @@ def _png_ok(data: bytes) -> bool:
         return image.format == "PNG" and image.size[0] > 0
 
 
+class _Matrix(HTMLParser):
+    """The matrix cells of a page: (data-mark, data-attack) -> (verdict class, <b> text, all text)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells, self._cell, self._bold, self._in = {}, None, False, False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._in = attrs.get("id") == "matrix"
+        elif self._in and tag == "td":
+            verdict = [c for c in attrs["class"].split() if c.startswith("v-")]
+            self._cell = [attrs["data-mark"], attrs["data-attack"], " ".join(verdict), "", ""]
+        elif tag == "b" and self._cell is not None:
+            self._bold = True
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            mark, attack, cls, bold, text = self._cell
+            self.cells[(mark, attack)] = (cls, bold, text)
+            self._cell = None
+        elif tag == "b":
+            self._bold = False
+        elif tag == "table":
+            self._in = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[4] += data + " "
+            if self._bold:
+                self._cell[3] += data
+
+
+def _matrix(page: str) -> dict:
+    parser = _Matrix()
+    parser.feed(page)
+    return parser.cells
+
+
+def _leaderboard_html(page: str) -> str:
+    return page.split('id="leaderboard"', 1)[1].split("</table>", 1)[0]
+
+
 def test_html_and_markdown_written(report, fake_results):
     assert report.html == fake_results / "report" / HTML_FILE and report.html.is_file()
     assert report.markdown == fake_results / "report" / MARKDOWN_FILE and report.markdown.is_file()
@@ -93,35 +163,120 @@ def test_html_and_markdown_written(report, fake_results):
 def test_every_html_image_decodes_and_page_is_self_contained(report):
     page = report.html.read_text()
     sources = re.findall(r'<img\b[^>]*\bsrc="([^"]+)"', page)
-    # 2 strength figures (one per watermark), the scatter, the existing artifact_guard.png
-    assert len(sources) == len(re.findall(r"<img\b", page)) == 4
+    # 3 strength figures (one per attacked mark), the scatter, the existing artifact_guard.png
+    assert len(sources) == len(re.findall(r"<img\b", page)) == 5
     for src in sources:
         assert src.startswith("data:image/png;base64,"), src[:40]
         assert _png_ok(base64.b64decode(src.split(",", 1)[1]))
     assert "http://" not in page and "https://" not in page  # no CDN, works offline
     assert "<style>" in page and "<script>" in page
+    assert "{%" not in page and "{{" not in page  # the template was rendered, not copied
 
 
 def test_every_markdown_link_is_a_readable_png(report):
     text = report.markdown.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 4
+    assert len(links) == 5
     for link in links:
         assert not link.startswith(("/", "http", "data:")), link
         assert _png_ok((report.markdown.parent / link).read_bytes()), link
     assert "../figures/artifact_guard.png" in links
 
 
+def test_matrix_is_the_first_section(report):
+    page = report.html.read_text()
+    first_h2 = re.search(r"<h2>(.*?)</h2>", page).group(1)
+    assert first_h2.startswith("Can an attack remove the mark?") and "Dice budget of 0.05" in first_h2
+    assert re.search(r"<table\b[^>]*>", page).group(0) == '<table class="matrix" id="matrix">'
+    assert page.index('id="matrix"') < page.index("<h2>Summary</h2>") < page.index('id="leaderboard"') \
+        < page.index("<figure>")
+    # The legend explains each colour next to the matrix.
+    legend = page.split('<ul class="legend">', 1)[1].split("</ul>", 1)[0]
+    for cls in ("v-removed", "v-survived", "v-destroyed", "v-never-verified"):
+        assert f'class="swatch {cls}"' in legend
+    text = report.markdown.read_text()
+    first_table = next(line for line in text.splitlines() if line.startswith("|"))
+    assert first_table.startswith("| mark | worst case | none |")
+    assert text.index("| mark | worst case |") < text.index("## Summary") < text.index("## Leaderboard")
+
+
+def test_each_verdict_has_its_colour_class(report):
+    page = report.html.read_text()
+    cells = _matrix(page)
+    marks = {mark for mark, _ in cells}
+    assert marks == {"stealthmark", "badnets", "wanet"}
+    assert {a for _, a in cells} == {"worst case", "none", "prune", "fine-prune", "ftal", "jpeg", "gauss-noise"}
+    for key, (cls, label) in EXPECTED.items():
+        assert cells[key][:2] == (cls, label), key
+    # The cheapest removal is shown with its Dice cost and strength.
+    assert "0.020 @ 5" in cells[("stealthmark", "ftal")][2]
+    assert "by ftal @ 5, cost 0.020" in cells[("stealthmark", "worst case")][2]
+    assert "0.720 @ 0.9" in cells[("stealthmark", "prune")][2]  # the cheapest strength that broke it
+    style = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    colours = {cls: re.search(rf"\.{cls}\{{background:([^;}}]+)", style).group(1)
+               for cls in ("v-removed", "v-survived", "v-destroyed", "v-never-verified")}
+    assert len(set(colours.values())) == 4 and "repeating-linear-gradient" in colours["v-never-verified"]
+    md = report.markdown.read_text()
+    assert "| stealthmark | 🔴 removed (by ftal @ 5, cost 0.020) | 🟢 verified |" in md
+
+
+def test_several_seeds_are_counted(tmp_path):
+    # Four seeds of one mark under ftal: seeds 0 and 1 removed, seed 2 survived, seed 3 destroyed.
+    for seed in range(4):
+        after, dice = {2: (1.0, 0.75), 3: (0.0, 0.10)}.get(seed, (0.0, 0.75))
+        _write_records(tmp_path, [
+            ("stealthmark", "watermark", "patch", "none", "none", 0.0, 1.0, 0.77, 1.0, 1.0, 0.9),
+            ("stealthmark", "watermark", "patch", "ftal", "fine-tuning", 5.0, 0.5, dice, 1.0, after, 0.2),
+        ], seed=seed)
+    paths = write_report(tmp_path, gallery=False, log=lambda msg: None)
+    cells = _matrix(paths.html.read_text())
+    cls, label, text = cells[("stealthmark", "ftal")]
+    # The headline is the thief's best seed; the counts follow the thief's order.
+    assert (cls, label) == ("v-removed", "removed") and "removed 2/4 · destroyed 1/4 · survived 1/4" in text
+    assert "verified 4/4" in cells[("stealthmark", "none")][2]
+    assert "removed 2/4 · not removed 2/4" in cells[("stealthmark", "worst case")][2]
+
+
 def test_one_table_row_per_leaderboard_row(report, fake_results):
     table = rows(fake_results)
-    page = report.html.read_text()
-    body = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
-    assert body.count("<tr") == len(table) == len(CELLS)
-    assert len(re.findall(r"<th\b", page)) == len(table[0])
-    md_rows = [line for line in report.markdown.read_text().splitlines() if line.startswith("| ")]
+    body = _leaderboard_html(report.html.read_text())
+    assert body.split("<tbody>", 1)[1].count("<tr") == len(table) == len(CELLS)
+    assert len(re.findall(r"<th\b", body)) == len(table[0]) + 1  # + the derived verdict column
+    md = report.markdown.read_text().split("## Leaderboard", 1)[1].split("\n## ", 1)[0]
+    md_rows = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(md_rows) == 1 + len(table)  # header + one per cell
-    removed = [r for r in table if r["removed"] == 1.0]
-    assert body.count('<tr class="removed">') == len(removed) > 0
+    # stealthmark ftal at 5 and 20 and badnets gauss-noise: removed within the budget.
+    assert body.count('<tr class="removed">') == 3
+
+
+def test_undeclared_plugin_column_is_shown_and_escaped(tmp_path):
+    _write_records(tmp_path)
+    write_leaderboard(tmp_path)
+    path = tmp_path / LEADERBOARD_FILE
+    with open(path, newline="") as handle:
+        table = list(csv.DictReader(handle))
+    columns = [c for c in table[0] if c != "removed"] + ["plugin_score", "plugin_note"]  # no stored verdicts
+    for i, row in enumerate(table):
+        row.update(plugin_score=str(0.5 + i), plugin_note="<b>x</b>")
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(table)
+    paths = write_report(tmp_path, gallery=False, log=lambda msg: None)
+    page = paths.html.read_text()
+    body = _leaderboard_html(page)
+    header = re.search(r'<th class="([^"]*)" title="([^"]*)">plugin_score</th>', body)
+    assert header and "undeclared" in header.group(1) and "Not a declared leaderboard column" in header.group(2)
+    assert '<td data-v="13.5">13.5</td>' in body  # numeric, so it sorts as a number
+    assert "&lt;b&gt;x&lt;/b&gt;" in body and "<b>x</b>" not in page  # autoescaped
+    assert "| plugin_score | plugin_note |" in paths.markdown.read_text()
+    assert _matrix(page)[("stealthmark", "ftal")][0] == "v-removed"  # derived, not read from a removed column
+
+
+def test_strength_plot_caption_says_asr_alone_is_no_evidence(report):
+    page = report.html.read_text()
+    assert "ASR = 1 with FPR = 1" in page and "null threshold" in page
+    assert "<h2>Verification evidence against attack strength</h2>" in page
 
 
 def test_sort_script_present(report):
@@ -133,8 +288,9 @@ def test_sort_script_present(report):
 def test_gallery_without_cache_says_so(report):
     page, text = report.html.read_text(), report.markdown.read_text()
     assert '<p class="note"><strong>Note:</strong> Gallery unavailable' in page
-    assert "> **Note:** Gallery unavailable" in text
-    assert "not in" in text and "cache" in text
+    # Every mark is missing from the cache (not, say, an import error caught as "unavailable").
+    assert "> **Note:** Gallery unavailable for 3 of 3 marks: their models or keys are not in" in text
+    assert text.count("no cached watermarked model") == 3
 
 
 def test_gallery_disabled_says_so(fake_results, tmp_path):
@@ -161,28 +317,41 @@ def test_output_is_deterministic(report, fake_results, monkeypatch):
     assert "1970-01-01" in write_report(fake_results, gallery=False, log=lambda msg: None).markdown.read_text()
 
 
-def test_scatter_draws_the_budget_line():
+def test_scatter_rings_the_removed_cells():
     table = load_table_rows()
     fig, ax = plot_cost_scatter(table, dice_budget=0.07)
     vertical = [line for line in ax.get_lines() if list(line.get_xdata()) == [0.07, 0.07]]
     assert len(vertical) == 1
     labels = ax.get_legend_handles_labels()[1]
     assert "Dice budget 0.07" in labels and "stealthmark" in labels and "badnets" in labels
-    assert any(label.startswith("removed (") for label in labels)
+    assert "removed (3 cells)" in labels
+    ring = next(c for c in ax.collections if c.get_gid() == "removed")
+    # stealthmark ftal 5 and 20, badnets gauss-noise (ASR 1, not verified): (Dice cost, ASR after)
+    assert sorted(map(tuple, np.round(ring.get_offsets(), 6))) == [(0.01, 1.0), (0.02, 0.5), (0.03, 0.0)]
+    shapes = {c.get_gid() for c in ax.collections if c.get_gid()}
+    assert {"wanet:never verified", "stealthmark:destroyed", "badnets:survived", "badnets:removed"} <= shapes
     fig.clf()
 
 
-def test_strength_curves_one_panel_per_family_with_dice_twin():
+def test_strength_curves_plot_score_against_the_null_threshold():
     table = [r for r in load_table_rows() if r["watermark"] == "stealthmark"]
     fig, pairs = plot_strength_curves(table, "stealthmark")
     assert [ax.get_title() for ax, _ in pairs] == ["fine-tuning", "pruning"]  # "none" is no family to plot
-    for asr_ax, dice_ax in pairs:
-        assert dice_ax.get_shared_x_axes().joined(asr_ax, dice_ax)  # twinx
-        assert "Dice" in dice_ax.get_ylabel() and "ASR" in asr_ax.get_ylabel()
-    pruning_asr = {line.get_label(): line for line in pairs[1][0].get_lines()}
-    assert list(pruning_asr["prune"].get_ydata()) == [1.0, 0.6, 0.0]
-    assert pruning_asr["prune"].get_linestyle() == "-"
-    assert pruning_asr["fine-prune"].get_linestyle() == "None"  # a single strength: a marker, no line
+    for score_ax, dice_ax in pairs:
+        assert dice_ax.get_shared_x_axes().joined(score_ax, dice_ax)  # twinx
+        assert "Dice" in dice_ax.get_ylabel() and "score" in score_ax.get_ylabel()
+        threshold = [line for line in score_ax.get_lines() if line.get_label() == "null threshold"]
+        assert len(threshold) == 1 and list(threshold[0].get_ydata()) == [THRESHOLD, THRESHOLD]
+    pruning = pairs[1][0].get_lines()
+    by_label = {line.get_label(): line for line in pruning}
+    assert list(by_label["prune"].get_ydata()) == [0.85, 0.5, 0.05]
+    assert by_label["prune"].get_linestyle() == "-"
+    assert by_label["fine-prune"].get_linestyle() == "None"  # a single strength: a marker, no line
+    by_gid = {line.get_gid(): line for line in pruning if line.get_gid()}
+    assert list(by_gid["verified:prune"].get_xdata()) == [0.1, 0.5]
+    assert list(by_gid["unverified:prune"].get_xdata()) == [0.9]
+    assert by_gid["unverified:prune"].get_markerfacecolor() == "white"  # hollow: not verified
+    assert by_gid["verified:prune"].get_markerfacecolor() != "white"
     dice_lines = [line for line in pairs[1][1].get_lines() if len(line.get_xdata()) == 3]
     assert [list(line.get_ydata()) for line in dice_lines] == [[0.76, 0.60, 0.05]]
     fig.clf()
@@ -268,7 +437,7 @@ def test_header_click_sorts_numerically_in_chromium(report, tmp_path):
     dom = check_report.dump_dom(browser, page)
     assert check_report.body_attribute(dom, "data-sort-state") == "descending"
     order = [float(v) for v in check_report.body_attribute(dom, "data-sorted").split(";")]
-    assert order == sorted((c[4] for c in CELLS), reverse=True)  # 20 before 5: numbers, not strings
+    assert order == sorted((c[5] for c in CELLS), reverse=True)  # 20 before 5: numbers, not strings
 
 
 def test_check_script_without_report_fails_cleanly(tmp_path):
