@@ -173,6 +173,7 @@ AFTER_COLUMNS = [
     Column("attack_dice_drop", None, "dice_watermarked - dice_attacked: the utility cost the thief paid (judged "
                                      "against the Dice budget)."),
     Column("auc_attacked", True, "Mean per-image pixel AUROC of the attacked model."),
+    Column("iou_attacked", True, "Mean per-image IoU of the attacked model."),
     *_verification_columns("after", "the attacked model"),
     Column("null_asr_after", False, "asr of the null model after the same attack: does the attack alone create "
                                     "false accusations?"),
@@ -185,7 +186,7 @@ def scores_after(wm, attack, attacked, attacked_null, key: Key, splits, preset: 
     """What one cell adds to its mark's ``scores_before``: the attacked model's utility and verification,
     the same attack's effect on a null model, and what the attack reports about itself."""
     after = utility(attacked, splits.test, preset.eval_batch_size)[0]
-    metrics = {"dice_attacked": after["dice"], "auc_attacked": after["auc"],
+    metrics = {"dice_attacked": after["dice"], "auc_attacked": after["auc"], "iou_attacked": after["iou"],
                "attack_dice_drop": dice_watermarked - after["dice"], "attack_seconds": attack_seconds}
     seed_everything(seed)
     metrics.update(verification_metrics(wm.verify(attacked, key, explainer=explainer, seed=seed), "after"))
