@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = verbs.add_parser("leaderboard", help="rebuild the leaderboard CSV from the run records")
     board.add_argument("--results", default="results")
+    board.add_argument("--dice-budget", type=float, default=0.05,
+                       help="max Dice drop for a failed verification to count as a removal (default 0.05); "
+                            "verdicts are derived from the records, so no re-run is needed")
 
     verify = verbs.add_parser("verify", help="check a suspect checkpoint against an owner's key")
     verify.add_argument("--model", required=True, help="registered architecture of the suspect")
@@ -230,8 +233,10 @@ def cmd_grid(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from harness.io import check_writable
     from harness.report import write_report
 
+    check_writable(args.out or args.results, "report folder")
     paths = write_report(args.results, out_dir=args.out, dice_budget=args.dice_budget, gallery=not args.no_gallery,
                          log=_log)
     print(f"report: {paths.html}")
@@ -250,9 +255,12 @@ def cmd_nulls(args) -> int:
     from harness.grid import check_seed
     from harness.measure import utility
 
+    from harness.io import check_writable
+
     preset = get_preset(args.preset)
     DATASETS.get(args.dataset)
     check_seed(args.seed)
+    check_writable(args.results)
     if args.held_out < 0:
         raise HarnessError(f"--held-out must be >= 0, got {args.held_out}")
     spec = population_spec(args.preset, args.null_seeds, args.null_models)
@@ -277,7 +285,9 @@ def cmd_nulls(args) -> int:
 
 def cmd_guard(args) -> int:
     from harness.artifact_guard import guard
+    from harness.io import check_writable
 
+    check_writable(args.results)
     results, figure = guard(watermark=args.watermark, explainers=args.explainer, model=args.model,
                             dataset=args.dataset, preset=args.preset, seed=args.seed, mask=args.mask,
                             n_samples=args.samples, results=args.results, figure=args.figure,
@@ -304,10 +314,14 @@ def cmd_list(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
+    from harness.grid import check_number
+    from harness.io import check_writable
     from harness.leaderboard import write_leaderboard
 
-    path, count = write_leaderboard(args.results)
-    print(f"leaderboard: {path} ({count} rows)")
+    budget = check_number("dice budget", args.dice_budget, 0, 1)
+    check_writable(args.results)
+    path, count = write_leaderboard(args.results, budget)
+    print(f"leaderboard: {path} ({count} rows, verdicts at a Dice budget of {budget:g})")
     return 0
 
 

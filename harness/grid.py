@@ -172,7 +172,7 @@ class Plan:
         return [c for c in self.cells if c.run_id not in self.done]
 
 
-def _number(name: str, value, low: float, high: float, whole: bool = False, open_low: bool = False):
+def check_number(name: str, value, low: float, high: float, whole: bool = False, open_low: bool = False):
     """``value`` as a number within bounds, or a one-line error (booleans and strings are not numbers)."""
     kind = "a whole number" if whole else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not float(value).is_integer()) \
@@ -185,7 +185,7 @@ def _number(name: str, value, low: float, high: float, whole: bool = False, open
 
 
 def check_seed(seed) -> int:
-    return _number("seed", seed, 0, MAX_SEED, whole=True)
+    return check_number("seed", seed, 0, MAX_SEED, whole=True)
 
 
 def validate(grid: Grid) -> tuple[list, list[str]]:
@@ -202,14 +202,14 @@ def validate(grid: Grid) -> tuple[list, list[str]]:
             raise HarnessError(f"{name} must be a non-empty text, got {value!r}")
     if not isinstance(grid.force, bool):
         raise HarnessError(f"force must be true or false, got {grid.force!r}")
-    _number("dice budget", grid.dice_budget, 0, 1)
-    _number("null level (false-accusation rate)", grid.null_level, 0, 0.5, open_low=True)
+    check_number("dice budget", grid.dice_budget, 0, 1)
+    check_number("null level (false-accusation rate)", grid.null_level, 0, 0.5, open_low=True)
     if grid.null_level >= 0.5:
         raise HarnessError(f"null level (false-accusation rate) must be below 0.5, got {grid.null_level!r}")
     if grid.threads is not None:
-        _number("threads", grid.threads, 1, 1024, whole=True)
+        check_number("threads", grid.threads, 1, 1024, whole=True)
     if grid.null_seeds is not None:
-        _number("null seeds", grid.null_seeds, 1, 1000, whole=True)
+        check_number("null seeds", grid.null_seeds, 1, 1000, whole=True)
     for name in ("watermarks", "explainers", "triggers", "models", "datasets", "presets", "seeds"):
         values = getattr(grid, name)
         if len(set(map(str, values))) != len(values):
@@ -218,7 +218,7 @@ def validate(grid: Grid) -> tuple[list, list[str]]:
         check_seed(seed)
     if grid.strengths is not None:
         for strength in grid.strengths:
-            _number("strength", strength, -math.inf, math.inf)
+            check_number("strength", strength, -math.inf, math.inf)
     for name in grid.watermarks:
         find_watermark(str(name))
     for trigger in grid.triggers:

@@ -194,3 +194,16 @@ def test_fuzzed_grid_files_never_end_in_a_traceback(capsys, tmp_path, no_trainin
         path.write_text(random_grid_text(rng, str(results)))
         codes.append(_check(capsys, ["grid", str(path)], results)[0])
     assert codes.count(2) > N_GRID_FILES // 2 and codes.count(0) > 0, {c: codes.count(c) for c in set(codes)}
+
+
+@pytest.mark.parametrize("verb", [["leaderboard"], ["report"], ["nulls"], ["guard"]])
+def test_every_verb_that_writes_checks_its_folder_first(capsys, tmp_path, verb):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, err = _check(capsys, [*verb, "--results", str(blocker / "results")], blocker / "results")
+    assert code == 2 and "is not a folder" in err
+
+
+def test_the_leaderboard_takes_the_readers_budget(capsys, tmp_path):
+    code, err = _check(capsys, ["leaderboard", "--results", str(tmp_path), "--dice-budget", "1.5"], tmp_path / "none")
+    assert code == 2 and "dice budget must be in [0, 1]" in err
