@@ -73,8 +73,22 @@ def test_leaderboard_is_rebuilt_from_records_alone(capsys, smoke_run):
     original = board.read_text()
     board.unlink()
     code, out, _ = run_cli(capsys, "leaderboard", "--results", str(results))
-    assert code == 0 and f"({len(outcome.records)} rows)" in out
+    assert code == 0 and f"({len(outcome.records)} rows, verdicts at a Dice budget of 0.05)" in out
     assert board.read_text() == original
+
+
+def test_leaderboard_verdicts_follow_the_readers_budget_and_nothing_else(capsys, smoke_run):
+    import csv
+
+    results, _ = smoke_run
+    code, _, _ = run_cli(capsys, "leaderboard", "--results", str(results), "--dice-budget", "0")
+    strict = list(csv.DictReader(open(results / "leaderboard.csv")))
+    run_cli(capsys, "leaderboard", "--results", str(results))
+    default = list(csv.DictReader(open(results / "leaderboard.csv")))
+    assert code == 0 and {r["dice_budget"] for r in strict} == {"0"}
+    derived = {"dice_budget", "verdict"}
+    assert [{k: v for k, v in r.items() if k not in derived} for r in strict] == \
+           [{k: v for k, v in r.items() if k not in derived} for r in default]
 
 
 def _verify(capsys, smoke_run, checkpoint, watermark="stealthmark"):
