@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from harness.io import spec_hash
 from harness.metrics import Column
 
-HARNESS_VERSION = "0.3.0"  # 0.3: verdicts derived when shown; attack parameters and plugin versions in run ids
+HARNESS_VERSION = "0.4.0"  # 0.4: channels-last training, one torch thread per task; 0.3: verdicts derived when shown
 
 
 @dataclass(frozen=True)

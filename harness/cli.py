@@ -61,16 +61,17 @@ def _ints(text: str) -> list[int]:
 
 def _execution_options(parser, defaults_from_file: bool = False) -> None:
     parser.add_argument("--executor", default="local", choices=["local", "dask"],
-                        help="local: in this process (default); dask: a Dask distributed cluster")
+                        help="local: worker processes on this machine (default); dask: a Dask distributed cluster")
     parser.add_argument("--workers", type=int, default=None,
-                        help="dask: start a local cluster of this many single-threaded worker processes")
+                        help="processes, one task each at a time: local default one per core (1: in this "
+                             "process); dask: start a local cluster of this many")
     parser.add_argument("--scheduler", default=None,
                         help="dask: address of a running scheduler, e.g. tcp://10.0.0.5:8786 (shared filesystem)")
     parser.add_argument("--device", default=None if defaults_from_file else "cpu",
                         help="auto, cpu, cuda or cuda:N (default cpu; auto picks cuda when there is one)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per task (default: torch's own; dask workers: 1). Numbers are "
-                             "bit-identical across executors at the same thread count")
+                        help="torch threads per task (default 1). Numbers are bit-identical across executors "
+                             "and worker counts at the same thread count")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,9 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="attribution method: a name, a comma-separated list, or all (default: the key's)")
     verify.add_argument("--seed", type=int, default=0)
 
-    bench = verbs.add_parser("bench", help="time explainers against the model's own forward passes")
-    bench.add_argument("what", choices=["explainers"], help="what to benchmark (explainers)")
-    bench.add_argument("--model", default="basic-unet")
+    bench = verbs.add_parser("bench", help="time explainers against the model's forward passes, or training "
+                                           "against a plain loop and the machine's GEMM peak")
+    bench.add_argument("what", choices=["explainers", "train"], help="what to benchmark")
+    bench.add_argument("--model", default=None,
+                       help="explainers: one model (default basic-unet); train: comma-separated models or all "
+                            "(default basic-unet,unet, the default null population)")
     bench.add_argument("--preset", default="tiny")
     bench.add_argument("--samples", type=int, default=1000, help="perturbations per explanation (default 1000)")
     bench.add_argument("--batch-size", type=int, default=64, help="images per forward call (default 64)")
@@ -176,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", help="torch device (default cpu)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--repeats", type=int, default=1, help="runs per explainer; the fastest counts (default 1)")
+    bench.add_argument("--steps", type=int, default=30, help="train: timed steps per row (default 30)")
+    bench.add_argument("--variant", type=_csv, default=None,
+                       help="train: which ways of training, comma-separated (default all; see harness.bench_train)")
     return parser
 
 
@@ -244,6 +251,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _train_like_a_run() -> None:
+    """Train with a run's torch thread count: the models are then the very ones ``run`` caches and reuses
+    (the count orders float sums, so it is part of a trained model's cache key)."""
+    import torch
+
+    from harness.executors import DEFAULT_THREADS
+
+    torch.set_num_threads(DEFAULT_THREADS)
+
+
 def cmd_nulls(args) -> int:
     from pathlib import Path
 
@@ -265,6 +282,7 @@ def cmd_nulls(args) -> int:
         raise HarnessError(f"--held-out must be >= 0, got {args.held_out}")
     spec = population_spec(args.preset, args.null_seeds, args.null_models)
     cache = ArtifactCache(Path(args.results) / "cache")
+    _train_like_a_run()
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     tic = time.perf_counter()
     population = null_population(cache, args.dataset, preset, args.seed, spec, log=log)
@@ -288,6 +306,7 @@ def cmd_guard(args) -> int:
     from harness.io import check_writable
 
     check_writable(args.results)
+    _train_like_a_run()
     results, figure = guard(watermark=args.watermark, explainers=args.explainer, model=args.model,
                             dataset=args.dataset, preset=args.preset, seed=args.seed, mask=args.mask,
                             n_samples=args.samples, results=args.results, figure=args.figure,
@@ -383,9 +402,19 @@ def _print_verdict(result, key) -> None:
 
 
 def cmd_bench(args) -> int:
-    from harness.bench import bench_explainers, print_table
     from harness.registry import MODELS
 
+    if args.what == "train":
+        from harness import bench_train
+
+        models = MODELS.names() if args.model == "all" else (_csv(args.model) if args.model else None)
+        peak, rows = bench_train.bench_train(models, preset=args.preset, steps=args.steps, seed=args.seed,
+                                             variants=args.variant, log=_log)
+        bench_train.print_table(peak, rows)
+        return 0
+    from harness.bench import bench_explainers, print_table
+
+    args.model = args.model or "basic-unet"
     MODELS.get(args.model)
     rows = bench_explainers(model_name=args.model, preset=args.preset, n_samples=args.samples,
                             batch_size=args.batch_size, explainers=args.explainer, seed=args.seed,

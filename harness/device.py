@@ -2,7 +2,8 @@
 
 On CUDA the harness trains and predicts under bf16 autocast with channels-last
 activations (the fast path for convolutions on recent NVIDIA cards). On CPU
-nothing changes: float32, contiguous, deterministic under a seed.
+everything is float32 and deterministic under a seed; training (only) runs
+channels-last there too, and predictions are contiguous.
 
 Models are built and cached on the CPU; whoever computes with a model moves it
 to ``model_device(model)``'s device or passes tensors to it, and every result
@@ -70,10 +71,10 @@ def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
     return model
 
 
-def as_input(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """A batch on ``device``; channels-last on CUDA to match the model."""
+def as_input(images: torch.Tensor, device: torch.device | str, channels_last: bool = False) -> torch.Tensor:
+    """A batch on ``device``; channels-last on CUDA (or when asked: training) to match the model."""
     images = images.to(device, non_blocking=True)
-    if on_gpu(device) and images.dim() == 4:
+    if (channels_last or on_gpu(device)) and images.dim() == 4:
         images = images.contiguous(memory_format=torch.channels_last)
     return images
 

@@ -1,4 +1,4 @@
-"""Where a grid's tasks run, in this process or on a Dask distributed cluster, and the task runtime.
+"""Where a grid's tasks run, on this machine's cores or on a Dask distributed cluster, and the task runtime.
 
 A ``Task`` is one node of a plan: ``run(ctx, *args, deps)``. ``guarded`` runs
 it and turns any exception into ``Failed`` with a one-line reason, so a task
@@ -7,10 +7,19 @@ never takes the grid down. Both executors run the same tasks and return
 nothing but small values (the before-attack scores, counts): models travel
 through the content-addressed cache on a shared filesystem. ``ctx`` is opaque
 here, except for its ``threads``.
+
+Every task runs with ``ctx.threads`` torch threads (default 1), wherever it
+runs: float reductions depend on the thread count, so a fixed count makes the
+numbers independent of the executor, the number of workers and the machine's
+cores. The local executor fills the cores with that many single-threaded
+processes instead: on two cores, two one-thread trainings do 1.3x the images/s
+of one two-thread training (``harness bench train``).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import traceback
 from dataclasses import dataclass
@@ -19,7 +28,10 @@ from typing import Callable
 
 import torch
 
+from harness import progress
 from harness.errors import HarnessError
+
+DEFAULT_THREADS = 1  # torch threads per task; see the module docstring
 
 
 @dataclass
@@ -46,6 +58,8 @@ class Task:
     args: tuple
     cells: tuple = ()  # CellSpecs this task records (cells tasks only)
     gpu: bool = False
+    label: str = ""  # what a person reads on the progress bar, e.g. "null 3/10 basic-unet"
+    steps: int = 0  # planned training steps (0: the task trains nothing it can count up front)
 
 
 def upstream_failure(key: str, results) -> Failed | None:
@@ -74,8 +88,8 @@ def guarded(task: Task, ctx, *dep_results):
     if failed is not None and task.kind != "cells":
         return failed
     threads = torch.get_num_threads()
-    if ctx.threads:  # for this task only: the caller's process keeps its own setting
-        torch.set_num_threads(int(ctx.threads))
+    # For this task only: the caller's process keeps its own setting.
+    torch.set_num_threads(int(ctx.threads or DEFAULT_THREADS))
     tic = time.perf_counter()
     try:
         value = task.run(ctx, *task.args, dict(zip(task.deps, dep_results)))
@@ -86,15 +100,29 @@ def guarded(task: Task, ctx, *dep_results):
     return Done(task.key, value, time.perf_counter() - tic)
 
 
-def _progress(log, finished: int, total: int, result, started: float) -> None:
+def _finished_line(finished: int, total: int, result, started: float) -> str:
     status = "done" if isinstance(result, Done) else f"FAILED: {result.message}"
-    log(f"[{finished}/{total}] {result.key} {status} ({time.perf_counter() - started:.0f} s elapsed)")
+    return f"[{finished}/{total}] {result.key} {status} ({time.perf_counter() - started:.0f} s elapsed)"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def local_workers(workers: int | None, gpu: bool) -> int:
+    """Processes for the local executor: as asked, else one per core (one in all on a GPU, which they would share)."""
+    if workers is not None:
+        return workers
+    return 1 if gpu else usable_cores()
 
 
 def check_options(executor: str, workers: int | None, scheduler: str | None) -> None:
     """Executor options that cannot work, refused before any task runs."""
-    if executor == "local" and (workers not in (None, 1) or scheduler is not None):
-        raise HarnessError("--workers and --scheduler need --executor dask")
+    if executor == "local" and scheduler is not None:
+        raise HarnessError("--scheduler needs --executor dask")
     if workers is not None and scheduler is not None:
         raise HarnessError("give either --workers (start a local cluster) or --scheduler (use one), not both")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
@@ -103,13 +131,83 @@ def check_options(executor: str, workers: int | None, scheduler: str | None) -> 
 
 def run_local(tasks: dict[str, Task], ctx, workers: int | None = None, scheduler: str | None = None,
               log=print) -> dict:
-    """In process, in dependency order (``tasks`` is ordered so)."""
+    """On this machine: ``workers`` processes (default: one per core), or in this process when that is 1.
+
+    A task starts as soon as its inputs are done; among ready tasks, plan order
+    (``tasks`` is ordered so) decides.
+    """
     check_options("local", workers, scheduler)
+    count = min(local_workers(workers, any(t.gpu for t in tasks.values())), max(len(tasks), 1))
+    bar = progress.GridProgress(tasks, workers=count, log=log)
+    try:
+        if count == 1:
+            return _in_this_process(tasks, ctx, bar)
+        return _in_worker_processes(tasks, ctx, count, bar)
+    finally:
+        bar.close()
+
+
+def _in_this_process(tasks: dict[str, Task], ctx, bar: progress.GridProgress) -> dict:
     results, started = {}, time.perf_counter()
     for n, (key, task) in enumerate(tasks.items(), start=1):
+        bar.start(key)
         results[key] = guarded(task, ctx, *(results[d] for d in task.deps))
-        _progress(log, n, len(tasks), results[key], started)
+        bar.finish(key, _seconds(results[key]), _finished_line(n, len(tasks), results[key], started))
     return results
+
+
+def _seconds(result) -> float:
+    return result.seconds if isinstance(result, Done) else 0.0
+
+
+def _in_worker_processes(tasks: dict[str, Task], ctx, count: int, bar: progress.GridProgress) -> dict:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    # spawn, not fork: a forked torch (OpenMP threads, locks held mid-operation) can hang.
+    context = multiprocessing.get_context("spawn")
+    events = context.Queue()
+    results, running, started = {}, {}, time.perf_counter()
+    waiting = dict(tasks)
+    with ProcessPoolExecutor(count, mp_context=context, initializer=_worker_started, initargs=(events,)) as pool:
+        while waiting or running:
+            for key in [k for k, t in waiting.items() if all(d in results for d in t.deps)]:
+                task = waiting.pop(key)
+                try:
+                    running[pool.submit(_run_in_worker, task, ctx, *(results[d] for d in task.deps))] = key
+                except BrokenProcessPool as exc:  # a worker died earlier: nothing more can run here
+                    results[key] = Failed(key, f"worker lost: {type(exc).__name__}: {exc}")
+                    bar.finish(key, 0.0, _finished_line(len(results), len(tasks), results[key], started))
+            done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+            bar.drain(events)
+            for future in done:
+                key = running.pop(future)
+                try:
+                    results[key] = future.result()
+                except Exception as exc:  # the worker died (killed, out of memory): the task left no result
+                    results[key] = Failed(key, f"worker lost: {type(exc).__name__}: {exc}")
+                bar.finish(key, _seconds(results[key]), _finished_line(len(results), len(tasks), results[key],
+                                                                       started))
+    bar.drain(events)
+    events.close()
+    return results
+
+
+def _worker_started(events) -> None:
+    """In each worker: die with the parent (a killed run leaves no orphan training), report through ``events``."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: orphans finish their task and exit
+        pass
+    progress.connect(events)
+
+
+def _run_in_worker(task: Task, ctx, *dep_results):
+    progress.task_started(task.key)
+    return guarded(task, ctx, *dep_results)
 
 
 def run_dask(tasks: dict[str, Task], ctx, workers: int | None = None, scheduler: str | None = None,
@@ -141,6 +239,8 @@ def run_dask(tasks: dict[str, Task], ctx, workers: int | None = None, scheduler:
                                    silence_logs=40)
             client = Client(cluster)
         results, started = {}, time.perf_counter()
+        bar = progress.GridProgress(tasks, workers=workers or len(client.scheduler_info().get("workers", {})) or 1,
+                                    log=log)
         with client:
             futures = {}
             for key, task in tasks.items():
@@ -153,7 +253,8 @@ def run_dask(tasks: dict[str, Task], ctx, workers: int | None = None, scheduler:
                     results[key] = future.result()
                 except Exception as exc:  # the worker died (killed, out of memory): the task left no result
                     results[key] = Failed(key, f"worker lost: {type(exc).__name__}: {exc}")
-                _progress(log, n, len(futures), results[key], started)
+                bar.finish(key, _seconds(results[key]), _finished_line(n, len(futures), results[key], started))
+        bar.close()
         return results
     finally:
         if cluster is not None:

@@ -40,7 +40,7 @@ from harness import tasks
 from harness.calibration import DEFAULT_LEVEL
 from harness.cell import CellSpec, Setting
 from harness.errors import HarnessError
-from harness.executors import EXECUTORS, Failed, Task, check_options
+from harness.executors import EXECUTORS, Failed, Task, check_options, local_workers
 from harness.io import check_writable
 from harness.registry import look_up
 from harness.verdicts import DEFAULT_DICE_BUDGET
@@ -255,7 +255,9 @@ def validate(grid: Grid) -> tuple[list, list[str]]:
 def plan(grid: Grid, ctx: tasks.Context) -> Plan:
     """Validate everything, then the minimal task graph that finishes the grid's pending cells."""
     from harness.nulls import members, population_spec
+    from harness.presets import get_preset
     from harness.records import load_records
+    from harness.training import planned_steps
 
     attacks, explainers = validate(grid)
     results = Path(ctx.results)
@@ -265,15 +267,20 @@ def plan(grid: Grid, ctx: tasks.Context) -> Plan:
     settings = grid.settings()
     for setting in settings:
         spec = population_spec(setting.preset, grid.null_seeds, grid.null_models)
-        null_keys = []
-        for member in members(spec, setting.seed):
+        # What the progress bar says; a model's planned steps give the ETA its rate.
+        where = f" ({setting.label})" if len(settings) > 1 else ""
+        steps = planned_steps(get_preset(setting.preset))
+        null_keys, population = [], members(spec, setting.seed)
+        for k, member in enumerate(population, start=1):
             # Nulls do not depend on the suspect's architecture: settings that differ only in
             # model share them.
             key = f"null:{replace(setting, model='*').label}:{member.name}"
             null_keys.append(key)
-            all_tasks.setdefault(key, Task(key, "null", (), tasks.train_null_member, (setting, member)))
+            all_tasks.setdefault(key, Task(key, "null", (), tasks.train_null_member, (setting, member),
+                                           label=f"null {k}/{len(population)} {member.model}{where}", steps=steps))
         clean_key = f"clean:{setting.label}"
-        all_tasks[clean_key] = Task(clean_key, "clean", (), tasks.train_clean_reference, (setting,))
+        all_tasks[clean_key] = Task(clean_key, "clean", (), tasks.train_clean_reference, (setting,),
+                                    label=f"clean {setting.model}{where}", steps=steps)
         marks = [tasks.Mark(setting, w, t) for t, w in itertools.product(grid.triggers, grid.watermarks)]
         mark_cells = {m: tasks.cells_of(m, attacks, explainers, ctx) for m in marks}
         single = len(settings) * len(grid.triggers) == 1  # then files are named by watermark alone
@@ -287,11 +294,13 @@ def plan(grid: Grid, ctx: tasks.Context) -> Plan:
                          or not (results / "keys" / f"{m.stem}.npz").is_file()]
         for mark in pending_marks:
             mark_key = f"mark:{mark.stem}"
-            all_tasks[mark_key] = Task(mark_key, "mark", tuple(null_keys), tasks.embed_mark, (mark, tuple(null_keys)))
+            all_tasks[mark_key] = Task(mark_key, "mark", tuple(null_keys), tasks.embed_mark, (mark, tuple(null_keys)),
+                                       label=f"embed {mark.watermark} {setting.model}{where}", steps=steps)
             for explainer in explainers:
                 before_key = f"before:{mark.stem}:{explainer}"
                 all_tasks[before_key] = Task(before_key, "before", (mark_key, clean_key, *null_keys),
-                                             tasks.scores_before, (mark, explainer))
+                                             tasks.scores_before, (mark, explainer),
+                                             label=f"before {mark.watermark} {explainer}{where}")
         for attack_obj, sweep in attacks:
             for strength in sweep:
                 group = [(m, c) for m in marks for c in mark_cells[m]
@@ -305,7 +314,8 @@ def plan(grid: Grid, ctx: tasks.Context) -> Plan:
                 for m in todo_marks:
                     deps += [f"mark:{m.stem}", *(f"before:{m.stem}:{e}" for e in explainers)]
                 all_tasks[key] = Task(key, "cells", tuple(deps), tasks.attack_cells,
-                                      (setting, todo_marks, attack_obj.registered_name, strength, todo), cells=todo)
+                                      (setting, todo_marks, attack_obj.registered_name, strength, todo), cells=todo,
+                                      label=f"{attack_obj.registered_name} {strength:g}{where}")
     needed = _needed(all_tasks)
     ordered = {k: all_tasks[k] for k in _topological(all_tasks) if k in needed}
     gpu = ctx.device != "cpu"
@@ -375,7 +385,8 @@ def run_grid(grid: Grid, executor: str = "local", workers: int | None = None, sc
     if pending < total:
         log(f"{total - pending} of {total} cells already recorded (use --force to recompute)")
     if the_plan.tasks:
-        log(f"{len(the_plan.tasks)} tasks for {pending} cells on the {executor} executor")
+        log(f"{len(the_plan.tasks)} tasks for {pending} cells on the {executor} executor"
+            + (f" ({local_workers(workers, device != 'cpu')} worker processes)" if executor == "local" else ""))
         results = execute(the_plan.tasks, ctx, workers=workers, scheduler=scheduler, log=log)
         for key, result in results.items():
             task = the_plan.tasks[key]

@@ -25,7 +25,7 @@ from harness.presets import Preset
 from harness.registry import MODELS, look_up, plugin_version
 from harness.segmenter import build_model
 from harness.device import to_device
-from harness.training import fit, seed_everything
+from harness.training import fit, recipe_key, seed_everything
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def train_clean(cache: ArtifactCache, model_name: str, dataset: str, preset: Pre
                 split: Split, kind: str, extra: dict | None = None, log=None, device: str = "cpu") -> torch.nn.Module:
     """A model trained without any mark (cached by everything that determines it), returned on the CPU."""
     spec = {"kind": kind, "model": model_name, "model_version": plugin_version(MODELS.get(model_name)),
-            "dataset": dataset, "preset": preset.as_dict(), "seed": seed, **(extra or {})}
+            "dataset": dataset, "preset": preset.as_dict(), "seed": seed, **recipe_key(), **(extra or {})}
     seed_everything(seed)
     model = build_model(model_name, preset.name)
     tic = time.perf_counter()

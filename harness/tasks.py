@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import measure
+from harness import measure, progress
 from harness.cache import ArtifactCache
 from harness.calibration import CALIBRATION_FORMAT, DEFAULT_LEVEL
 from harness.cell import CellSpec, Setting
@@ -35,7 +35,7 @@ from harness.presets import get_preset
 from harness.records import RUNS_DIR, RunRecord, now
 from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, find_watermark, plugin_version
 from harness.segmenter import build_model
-from harness.training import seed_everything
+from harness.training import recipe_key, seed_everything
 from harness.watermark import Key
 
 # Per process: a worker that runs several tasks of one setting loads its data and
@@ -173,7 +173,7 @@ def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, p
     """The watermarked model (on ``device``) and the owner's key, calibrated against ``nulls`` (both cached)."""
     wm_spec = {"kind": "watermarked", "watermark": wm.spec(), "model": model,
                "model_version": plugin_version(MODELS.get(model)), "dataset": dataset,
-               "preset": preset.as_dict(), "seed": seed}
+               "preset": preset.as_dict(), "seed": seed, **recipe_key()}
     seed_everything(seed)
     marked, _ = cache.model("watermarked", wm_spec, build_model(model, preset.name),
                             lambda m: wm.embed(to_device(m, device), splits, preset, seed))
@@ -206,28 +206,45 @@ def first_null(ctx: Context, setting: Setting) -> str:
 # -- the tasks ----------------------------------------------------------------------
 
 
+def _model_line(what: str, model, setting: Setting, since: float) -> None:
+    """The progress line of a finished model: its Dice on the test split, and the time it took (or loaded in)."""
+    from harness import scoring
+    from harness.segmenter import predict_proba
+
+    seconds = time.perf_counter() - since
+    test = splits_of(setting).test
+    dice = scoring.summarize(scoring.dice(predict_proba(model, test.images, get_preset(setting.preset).eval_batch_size),
+                                          test.masks))
+    progress.model_finished(f"{what}: Dice {dice:.3f} on {len(test)} test images, {seconds:.0f} s")
+
+
 def train_null_member(ctx: Context, setting: Setting, member, deps: dict) -> str:
     """Train (or load) one null model; the first of each architecture is also exported, since it
     is the null checkpoint ``run`` reports for suspects of that architecture."""
     from harness.nulls import train_null
 
+    tic = time.perf_counter()
     model = train_null(_cache(ctx), member, setting.dataset, get_preset(setting.preset), log=None,
                        device=ctx.device, root=setting.data_dir, options=dict(setting.dataset_options),
                        split_seed=setting.seed)
     _, chosen = _population(ctx, setting)
+    _model_line(f"null {chosen.index(member) + 1}/{len(chosen)} {member.name}", model, setting, tic)
     if next(m for m in chosen if m.model == member.model) == member:
         export_checkpoint(model, Path(ctx.results) / "checkpoints" / f"null-{setting.preset}-{member.name}.pt")
     return member.name
 
 
 def train_clean_reference(ctx: Context, setting: Setting, deps: dict) -> str:
-    clean_model(ctx, setting)
+    tic = time.perf_counter()
+    _model_line(f"clean {setting.model}", clean_model(ctx, setting), setting, tic)
     return setting.label
 
 
 def embed_mark(ctx: Context, mark: Mark, null_keys: tuple, deps: dict) -> str:
     """Embed, key and calibrate; export the owner's key and the watermarked checkpoint."""
+    tic = time.perf_counter()
     marked, owner_key = marked_model_and_key(ctx, mark)
+    _model_line(f"{mark.watermark} {mark.setting.model} (embedded, keyed, calibrated)", marked, mark.setting, tic)
     results = Path(ctx.results)
     owner_key.save(results / "keys" / f"{mark.stem}.npz")
     export_checkpoint(marked, results / "checkpoints" / f"{mark.stem}.pt")

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
-
+from harness import progress
 from harness.device import as_input, autocast, gpu_speed, model_device, on_gpu
 from harness.presets import TrainConfig
 
@@ -19,11 +18,26 @@ from harness.presets import TrainConfig
 # size a host-to-device copy per minibatch costs more than the step itself.
 _RESIDENT_SHARE = 0.25
 
+# Changes whenever a change here changes the trained weights (a cache key: models trained
+# by an older loop are not reused). 2: channels-last on the CPU.
+LOOP_VERSION = 2
+
 
 def seed_everything(seed: int) -> None:
     """Same seed, same numbers on CPU."""
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def recipe_key() -> dict:
+    """What, besides the data and the seed, decides a trained model's floats: the loop and the
+    torch thread count (it orders float sums). Part of every trained model's cache key."""
+    return {"training": LOOP_VERSION, "threads": torch.get_num_threads()}
+
+
+def planned_steps(preset) -> int:
+    """Optimiser steps of a model trained on the preset's owner-sized training set."""
+    return preset.train.epochs * -(-preset.owner_train // preset.train.batch_size)
 
 
 def bce_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -50,7 +64,9 @@ def fit(
     The minibatch order comes from a generator seeded by ``seed`` alone, so the
     global RNG (and hence model initialisation elsewhere) is left untouched.
     Training runs where the model's parameters are; on CUDA under bf16 autocast,
-    with the data resident on the GPU when it fits (``harness.device``).
+    with the data resident on the GPU when it fits (``harness.device``). Activations
+    are channels-last on every device (``harness bench train``: 1.3x the images/s of
+    NCHW on two CPU cores); the model comes back in the usual contiguous layout.
     """
     if config.epochs == 0:
         return model.eval()
@@ -65,22 +81,21 @@ def fit(
     steps_per_epoch = -(-len(images) // config.batch_size)
     # Cosine decay: at a few hundred steps it converges markedly better than a flat rate.
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
-    model.train()
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    model.to(memory_format=torch.channels_last).train()
+    bar = progress.training_steps(desc, config.epochs * steps_per_epoch)
     with gpu_speed(device):
         for _ in range(config.epochs):
             permutation = torch.randperm(len(images), generator=order)
             for start in range(0, len(images), config.batch_size):
                 batch = permutation[start : start + config.batch_size]
                 with autocast(device):
-                    value = loss(model, as_input(images[batch], device),
+                    value = loss(model, as_input(images[batch], device, channels_last=True),
                                  targets[batch].to(device, non_blocking=True), batch)
                 optimizer.zero_grad(set_to_none=True)
                 value.backward()
                 optimizer.step()
                 schedule.step()
-                bar.update()
-                if bar.n % 20 == 0:  # .item() waits for the GPU: not every step
-                    bar.set_postfix(loss=f"{value.item():.4f}", refresh=False)
+                bar.update(value)
     bar.close()
-    return model.eval()
+    # Back to the layout the rest of the harness computes in (channels-last only on CUDA).
+    return model.to(memory_format=torch.channels_last if on_gpu(device) else torch.contiguous_format).eval()

@@ -16,7 +16,6 @@ if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
 fi
 PY=.venv/bin/python
 WORK=${WORK:-$(mktemp -d)}
-export OMP_NUM_THREADS=2  # records store the torch thread count: numbers are identical at the same count
 rm -rf "$WORK/runs" "$WORK/leaderboard.csv" "$WORK/worst_case.csv" "$WORK/report"
 TIMEFORMAT='   %R s'
 step() { echo "== $*" >&2; time "$@" --results "$WORK"; }

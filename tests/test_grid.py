@@ -103,7 +103,7 @@ def test_a_failing_cell_is_recorded_the_grid_goes_on_and_a_rerun_retries_only_it
 
     monkeypatch.setattr(GlobalL1Prune, "apply", explodes_at_90)
     argv = ["run", "--watermark", "badnets,stealthmark", "--preset", "smoke", "--strength", "0.5,0.9",
-            "--null-seeds", "1", "--results", str(tmp_path)]
+            "--null-seeds", "1", "--workers", "1", "--results", str(tmp_path)]  # in this process: patched
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "2 of 4 cells failed" in err and "plugin exploded" in err
@@ -133,7 +133,7 @@ def test_a_failing_artifact_fails_only_its_downstream_cells(tmp_path, monkeypatc
 
     monkeypatch.setattr(BadNets, "embed", broken_embed)
     outcome = benchmark(watermarks=["badnets", "stealthmark"], preset="smoke", strengths=[0.5], null_seeds=1,
-                        results=tmp_path, log=QUIET)
+                        workers=1, results=tmp_path, log=QUIET)  # in this process, where the patch is
     status = {r.spec["watermark"]: r for r in outcome.records}
     assert status["stealthmark"].status == "ok"
     assert status["badnets"].status == "error" and "embedding broke" in status["badnets"].error
@@ -179,19 +179,36 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_leaderboard(tmp_path):
 # -- Dask -----------------------------------------------------------------------------
 
 
-def test_dask_two_workers_give_the_local_leaderboard(tmp_path):
+def test_every_executor_and_worker_count_gives_the_same_leaderboard(tmp_path):
+    """One thread per task by default: this process, two local worker processes and two Dask
+    workers compute bit-identical numbers."""
     common = dict(watermarks=["badnets", "stealthmark"], preset="smoke", strengths=[0.5, 0.9], null_seeds=1,
-                  threads=1, log=QUIET)
-    local = benchmark(results=tmp_path / "local", **common)
+                  log=QUIET)
+    alone = benchmark(results=tmp_path / "alone", workers=1, **common)
+    pool = benchmark(results=tmp_path / "pool", workers=2, **common)
     distributed = benchmark(results=tmp_path / "dask", executor="dask", workers=2, **common)
-    assert [r.status for r in distributed.records] == ["ok"] * 4, [r.error for r in distributed.records]
-    assert leaderboard_without_timing(tmp_path / "dask") == leaderboard_without_timing(tmp_path / "local")
-    assert [r.run_id for r in distributed.records] == [r.run_id for r in local.records]
+    for outcome in (alone, pool, distributed):
+        assert [r.status for r in outcome.records] == ["ok"] * 4, [r.error for r in outcome.records]
+        assert [r.run_id for r in outcome.records] == [r.run_id for r in alone.records]
+    assert leaderboard_without_timing(tmp_path / "pool") == leaderboard_without_timing(tmp_path / "alone")
+    assert leaderboard_without_timing(tmp_path / "dask") == leaderboard_without_timing(tmp_path / "alone")
+
+
+def test_the_progress_shows_each_finished_model_with_its_dice(tmp_path):
+    lines = []
+    benchmark(watermarks=["badnets"], preset="smoke", strengths=[0.5], null_seeds=1, workers=2,
+              results=tmp_path, log=lines.append)
+    text = "\n".join(lines)
+    assert "null 1/2 basic-unet-seed1: Dice" in text and "null 2/2 unet-seed2: Dice" in text, text
+    assert "clean basic-unet: Dice" in text and "badnets basic-unet (embedded, keyed, calibrated): Dice" in text
+    assert text.count("test images") == 4
 
 
 def test_executor_options_are_checked(tmp_path):
-    with pytest.raises(HarnessError, match="need --executor dask"):
-        benchmark(preset="smoke", workers=2, results=tmp_path, log=QUIET)
+    with pytest.raises(HarnessError, match="--scheduler needs --executor dask"):
+        benchmark(preset="smoke", scheduler="tcp://localhost:1", results=tmp_path, log=QUIET)
+    with pytest.raises(HarnessError, match="--workers must be a whole number >= 1"):
+        benchmark(preset="smoke", workers=0, results=tmp_path, log=QUIET)
     with pytest.raises(HarnessError, match="unknown executor 'dusk'"):
         benchmark(preset="smoke", executor="dusk", results=tmp_path, log=QUIET)
     with pytest.raises(HarnessError, match="no CUDA device|unknown device"):

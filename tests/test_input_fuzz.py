@@ -95,7 +95,8 @@ def test_grid_file_values_are_checked_before_any_work(capsys, tmp_path, no_train
     (["--threads", "0"], "threads must be in"),
     (["--null-seeds", "0"], "null seeds must be in"),
     (["--null-level", "nan"], "null level"),
-    (["--workers", "2"], "--workers and --scheduler need --executor dask"),
+    (["--workers", "0"], "--workers must be a whole number >= 1"),
+    (["--scheduler", "tcp://localhost:1"], "--scheduler needs --executor dask"),
 ])
 def test_run_values_are_checked_before_any_work(capsys, tmp_path, no_training, argv, expected):
     results = tmp_path / "results"

@@ -118,7 +118,7 @@ LAYERS = [
     {"harness.runner"},
     {"harness.grid"},
     {"harness.tasks", "harness.executors", "harness.report", "harness.summary", "harness.artifact_guard",
-     "harness.bench"},
+     "harness.bench", "harness.bench_train"},
     {"harness.leaderboard"},
     {"harness.measure"},
 ]
