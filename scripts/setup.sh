@@ -34,8 +34,10 @@ install_with_uv() {
   "${PIP[@]}" install --quiet uv >/dev/null 2>&1 || return 1
   local links
   links=$(pip_find_links)
-  UV_FIND_LINKS="${UV_FIND_LINKS:-$links}" .venv/bin/python -m uv pip install --quiet --python .venv/bin/python \
-    -c constraints.txt -e ".[test]"
+  # --compile-bytecode, as pip does: without .pyc files (and with PYTHONDONTWRITEBYTECODE set) every
+  # process, so every worker, recompiles torch on import: 2.4x the CPU time of an import.
+  UV_FIND_LINKS="${UV_FIND_LINKS:-$links}" .venv/bin/python -m uv pip install --quiet --compile-bytecode \
+    --python .venv/bin/python -c constraints.txt -e ".[test]"
 }
 
 # constraints.txt pins torch to the CPU build tested in CI; unconstrained, pip would fetch CUDA.
