@@ -6,6 +6,8 @@ the mark gets a visible note in the report instead of a picture.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from pathlib import Path
 
@@ -45,6 +47,28 @@ def _parse_nulls(label: str):
     if not match:
         raise _NotCached(f"null population label {label!r} not understood")
     return int(match[1]), tuple(match[2].split(",")), float(match[3])
+
+
+@contextlib.contextmanager
+def _threads_of_the_record(results: Path, row: dict):
+    """Run at the torch thread count the mark's record was computed at: it is part of a trained
+    model's cache key (it orders float sums), so any other count would find nothing cached."""
+    import torch
+
+    from harness.executors import DEFAULT_THREADS
+    from harness.records import RUNS_DIR
+
+    try:
+        record = json.loads((results / RUNS_DIR / f"{row['run_id']}.json").read_text())
+        wanted = int(record["versions"]["torch_threads"])
+    except (OSError, ValueError, KeyError, TypeError):
+        wanted = DEFAULT_THREADS
+    before = torch.get_num_threads()
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _gallery_panels(results: Path, row: dict, n_samples: int) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str]:
@@ -100,7 +124,8 @@ def gallery_figures(results: Path, table: list[dict], n_samples: int, log=print)
         label = f"{row['watermark']} ({row['trigger']} trigger, {row['model']}, {row['dataset']}, {row['preset']}, " \
                 f"seed {fmt(row['seed'])})"
         try:
-            panels, null_name = _gallery_panels(results, row, n_samples)
+            with _threads_of_the_record(results, row):
+                panels, null_name = _gallery_panels(results, row, n_samples)
         except _NotCached as exc:
             missing.append(f"{label}: {exc}")
             continue
