@@ -4,11 +4,12 @@ Worker processes (``harness.executors``) do not draw: ``training_steps`` and
 ``model_finished`` send events to the parent through a queue (``connect``),
 and the parent's ``GridProgress`` draws one bar for the whole grid:
 
-    [ 7/24] null 3/10 basic-unet 41% | null 4/10 basic-unet 12% | ETA 3m10s
+    [7/24] 02:41 null 8/10 unet 41% | null 9/10 unet 12% | ETA >= 2m10s
 
 The ETA is the training steps still to run divided by the step rate measured
 so far (over all workers), plus, for work that is not training (scores,
-attacks), the mean time of the finished tasks of its kind. In a single
+attacks), the mean time of the finished tasks of its kind; ">=" while some
+kind of work has no finished task to time yet. In a single
 process with no ``GridProgress`` (a test, ``harness nulls``), training shows
 its own transient tqdm bar, as it always did.
 """
@@ -111,7 +112,7 @@ class GridProgress:
             if not task.steps:
                 self._left_by_kind[task.kind] = self._left_by_kind.get(task.kind, 0) + 1
         self._bar = tqdm(total=len(self.tasks), unit="task", dynamic_ncols=True, file=sys.stderr,
-                         bar_format="[{n_fmt}/{total_fmt}] {elapsed} {postfix}", disable=None)
+                         bar_format="[{n_fmt}/{total_fmt}] {elapsed} {desc}", disable=None)
 
     def start(self, key: str, pid: int | None = None) -> None:
         task = self.tasks[key]
@@ -158,28 +159,31 @@ class GridProgress:
         else:
             self._bar.write(line, file=sys.stderr)
 
-    def eta_seconds(self) -> float | None:
-        """Training still to run at the step rate so far, plus the other work at its mean time so far."""
+    def eta_seconds(self) -> tuple[float, bool] | None:
+        """(seconds, complete): training still to run at the step rate so far, plus the other work at
+        its mean time so far. ``complete`` is False while some kind of work has no measured time yet
+        (the seconds are then a lower bound); None before the first training step is measured."""
         if self._steps_left > 0 and (self._first_step_at is None or self._steps_run == 0):
             return None
-        seconds = 0.0
+        seconds, complete = 0.0, True
         if self._steps_left > 0:
             rate = self._steps_run / max(time.perf_counter() - self._first_step_at, 1e-9)
             seconds += self._steps_left / rate
         for kind, left in self._left_by_kind.items():
             if left > 0:
                 done = self._seconds_by_kind.get(kind)
-                if not done:
-                    return None
-                seconds += sum(done) / len(done) * left / self.workers
-        return seconds
+                if done:
+                    seconds += sum(done) / len(done) * left / self.workers
+                else:
+                    complete = False
+        return seconds, complete
 
     def _draw(self) -> None:
         parts = [f"{h.label} {100 * h.steps_done // h.steps_total}%" if h.steps_total else h.label
                  for h in self._in_hand.values()]
         eta = self.eta_seconds()
-        parts.append("ETA " + ("estimating" if eta is None else _minutes(eta)))
-        self._bar.set_postfix_str(" | ".join(parts), refresh=True)
+        parts.append("ETA " + ("estimating" if eta is None else ("" if eta[1] else ">= ") + _minutes(eta[0])))
+        self._bar.set_description_str(" | ".join(parts), refresh=True)
 
     def drain(self, events) -> None:
         """Handle every event waiting in ``events`` (a queue), without blocking."""

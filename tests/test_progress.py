@@ -24,14 +24,15 @@ def test_eta_comes_from_the_step_rate_and_the_other_work_from_its_mean_time():
         bar._first_step_at = time.perf_counter() - 10.0  # 50 steps in 10 s: 5 steps/s over both workers
         bar.handle((11, "steps", 25, 100))
         bar.handle((12, "steps", 25, 100))
-        eta = bar.eta_seconds()
-        assert eta is None  # the cells task's time is unknown until one has run
+        seconds, complete = bar.eta_seconds()
+        assert abs(seconds - 150 / 5) < 1.0 and not complete  # 150 steps left at 5 steps/s, + untimed cells
+        assert "ETA >= 30s" in bar._bar.desc
         bar._left_by_kind["cells"] = 0
-        assert abs(bar.eta_seconds() - 150 / 5) < 1.0  # 150 steps left at 5 steps/s
+        assert bar.eta_seconds()[1]
         bar.handle((11, "line", "null 1/2 basic-unet-seed1: Dice 0.700"))
         bar.finish("null:a", 20.0, "[1/3] null:a done")
         assert bar._steps_left == 75  # the finished task's remaining steps are not waited for
-        assert "null 2/2 basic-unet 25%" in bar._bar.postfix
+        assert "null 2/2 basic-unet 25%" in bar._bar.desc
     finally:
         bar.close()
     assert lines[:2] == ["null 1/2 basic-unet-seed1: Dice 0.700", "[1/3] null:a done"]
