@@ -32,6 +32,7 @@ from harness.presets import get_preset
 from harness.registry import DATASETS, EXPLAINERS, MODELS, find_watermark
 from harness.registry import resolve_explainers
 from harness.tasks import embedded_model_and_key
+from harness.training import DEFAULT_THREADS, torch_threads
 from harness.watermark import trigger_from_spec
 
 DEFAULT_MASK = "grid:16"  # the public code's 16 x 16 grid
@@ -160,7 +161,8 @@ def guard(watermark: str = "stealthmark", explainers=("lime", "reference-grid-li
     cache = ArtifactCache(Path(results) / "cache")
     splits = make_splits(dataset, preset_obj, seed)
     nulls = null_population(cache, dataset, preset_obj, seed, spec, log=log)
-    marked, key = embedded_model_and_key(cache, wm, model, dataset, preset_obj, seed, splits, nulls, null_level)
+    with torch_threads(DEFAULT_THREADS):  # as a run trains it: the same cache entry
+        marked, key = embedded_model_and_key(cache, wm, model, dataset, preset_obj, seed, splits, nulls, null_level)
     image = trigger_from_spec(key.meta["watermark"]["trigger"]).apply(key.queries().images[:1])[0]
     null_name = same_architecture(nulls, model)
     panels = []

@@ -30,8 +30,7 @@ import torch
 
 from harness import progress
 from harness.errors import HarnessError
-
-DEFAULT_THREADS = 1  # torch threads per task; see the module docstring
+from harness.training import DEFAULT_THREADS  # torch threads per task; see the module docstring
 
 
 @dataclass

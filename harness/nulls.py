@@ -25,7 +25,7 @@ from harness.presets import Preset
 from harness.registry import MODELS, look_up, plugin_version
 from harness.segmenter import build_model
 from harness.device import to_device
-from harness.training import fit, recipe_key, seed_everything
+from harness.training import DEFAULT_THREADS, fit, recipe_key, seed_everything, torch_threads
 
 
 @dataclass(frozen=True)
@@ -121,5 +121,6 @@ def null_population(cache: ArtifactCache, dataset: str, preset: Preset, seed: in
                     options: dict | None = None) -> dict[str, torch.nn.Module]:
     """Train (or load from the cache) every member; name -> model, in member order."""
     chosen = members(spec, seed, held_out)
-    return {member.name: train_null(cache, member, dataset, preset, log=log, root=root, options=options,
-                                    split_seed=seed) for member in chosen}
+    with torch_threads(DEFAULT_THREADS):  # as a run trains them: the same cache entries
+        return {member.name: train_null(cache, member, dataset, preset, log=log, root=root, options=options,
+                                        split_seed=seed) for member in chosen}

@@ -7,6 +7,8 @@ they include hard masks as a special case, so one loop serves all.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +29,22 @@ def seed_everything(seed: int) -> None:
     """Same seed, same numbers on CPU."""
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+# Torch threads a model is trained with unless a run says otherwise (``--threads``): fixed, so the
+# numbers do not depend on the machine's cores; part of every trained model's cache key.
+DEFAULT_THREADS = 1
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Compute with ``count`` torch threads inside the block; the caller's count is restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def recipe_key() -> dict:

@@ -24,6 +24,7 @@ from harness.presets import get_preset
 from harness.registry import BASELINES, EXPLAINERS, WATERMARKS
 from harness.runner import benchmark
 from harness.tasks import embedded_model_and_key
+from harness.training import DEFAULT_THREADS, torch_threads
 from harness.watermark import trigger_from_spec
 
 pytestmark = pytest.mark.claims
@@ -95,8 +96,9 @@ def owner(results, before):
     held_out = null_population(cache, "synthetic-polyp", preset, 0, spec, held_out=HELD_OUT, log=lambda m: None)
     marks = [(BASELINES.get(name)(), name) for name in BASELINES.names()]
     marks += [(WATERMARKS.get("stealthmark")(trigger=t), f"stealthmark/{t}") for t in STEALTHMARK_TRIGGERS]
-    keyed = {label: (wm, *embedded_model_and_key(cache, wm, "basic-unet", "synthetic-polyp", preset, 0, splits, nulls))
-             for wm, label in marks}
+    with torch_threads(DEFAULT_THREADS):  # as the run of `before` trained them: its cache entries, not retrained
+        keyed = {label: (wm, *embedded_model_and_key(cache, wm, "basic-unet", "synthetic-polyp", preset, 0, splits,
+                                                     nulls)) for wm, label in marks}
     return keyed, nulls, held_out
 
 
