@@ -34,6 +34,7 @@ from torch.func import functional_call, stack_module_state
 from harness import progress
 from harness.errors import HarnessError
 from harness.presets import TrainConfig
+from harness.training import epoch_batches
 
 
 def _check_members(models: list[nn.Module], images: list, targets: list, seeds: list) -> None:
@@ -91,9 +92,7 @@ def fit_stacked(models: list[nn.Module], images: list[torch.Tensor], targets: li
     orders = [torch.Generator().manual_seed(seed) for seed in seeds]
     bar = progress.training_steps(desc, config.epochs * steps_per_epoch)
     for _ in range(config.epochs):
-        permutations = [torch.randperm(count, generator=order) for order in orders]
-        for start in range(0, count, config.batch_size):
-            batches = [p[start : start + config.batch_size] for p in permutations]
+        for batches in zip(*[epoch_batches(count, config.batch_size, order) for order in orders]):
             value = stack.loss(torch.stack([member[b] for member, b in zip(images, batches)]),
                                torch.stack([member[b] for member, b in zip(targets, batches)]))
             optimizer.zero_grad(set_to_none=True)

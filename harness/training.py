@@ -58,6 +58,13 @@ def planned_steps(preset) -> int:
     return preset.train.epochs * -(-preset.owner_train // preset.train.batch_size)
 
 
+def epoch_batches(count: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's minibatches: a permutation drawn from ``generator``, cut in order. ``fit`` and
+    ``harness.stacked.fit_stacked`` both draw through here, so a stacked member sees its lone twin's batches."""
+    permutation = torch.randperm(count, generator=generator)
+    return [permutation[start : start + batch_size] for start in range(0, count, batch_size)]
+
+
 def bce_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """The default objective: BCE-with-logits against (soft) targets."""
     return F.binary_cross_entropy_with_logits(model(images), targets)
@@ -103,9 +110,7 @@ def fit(
     bar = progress.training_steps(desc, config.epochs * steps_per_epoch)
     with gpu_speed(device):
         for _ in range(config.epochs):
-            permutation = torch.randperm(len(images), generator=order)
-            for start in range(0, len(images), config.batch_size):
-                batch = permutation[start : start + config.batch_size]
+            for batch in epoch_batches(len(images), config.batch_size, order):
                 with autocast(device):
                     value = loss(model, as_input(images[batch], device, channels_last=True),
                                  targets[batch].to(device, non_blocking=True), batch)
