@@ -70,6 +70,7 @@ class DistillationAttack(Attack):
     the stolen model's own architecture); ``student`` overrides the latter.
     """
 
+    trains = True
     family = "distillation"
     strength_name = "student training epochs"
     strength_range = (1, 1000)

@@ -75,6 +75,7 @@ def retrain(model: nn.Module, kit: AttackerKit, epochs: float, lr: float, data_f
 class FineTuningAttack(Attack):
     """Base of the four fine-tuning attacks; subclasses set ``reinit_last`` and ``last_only``."""
 
+    trains = True
     family = "fine-tuning"
     strength_name = "fine-tuning epochs"
     strength_range = (0.0, 500.0)

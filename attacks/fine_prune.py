@@ -48,6 +48,7 @@ def _input_channel_mask(layer: nn.Module, channels: torch.Tensor) -> torch.Tenso
 class FinePrune(Attack):
     """Fine-pruning (Liu et al. 2018): prune the last features least active on clean data, then fine-tune all layers."""
 
+    trains = True
     family = "pruning"
     strength_name = "fraction of last-layer feature channels pruned"
     strength_range = (0.0, 0.95)

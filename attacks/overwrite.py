@@ -13,6 +13,7 @@ from harness.registry import ATTACKS, WATERMARKS
 class Overwrite(Attack):
     """The thief embeds their own StealthMark (other trigger, other payload) by fine-tuning on their data."""
 
+    trains = True
     family = "overwriting"
     strength_name = "fine-tuning epochs"
     strength_range = (0.0, 500.0)

@@ -27,7 +27,7 @@ from harness.calibration import DEFAULT_LEVEL
 from harness.data import make_splits
 from harness.explainer import ModelForward
 from harness.feature_masks import make_feature_mask
-from harness.nulls import null_population, population_spec, same_architecture
+from harness.nulls import null_population, population_spec
 from harness.presets import get_preset
 from harness.registry import DATASETS, EXPLAINERS, MODELS, find_watermark
 from harness.registry import resolve_explainers
@@ -141,7 +141,7 @@ def save_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], null_name: str
 
 def guard(watermark: str = "stealthmark", explainers=("lime", "reference-grid-lime"), model: str = "basic-unet",
           dataset: str = "synthetic-polyp", preset: str = "tiny", seed: int = 0, mask: str = DEFAULT_MASK,
-          n_samples: int = 1000, results="results", figure=None, null_seeds=None, null_models=None,
+          n_samples: int = 1000, results="results", figure=None, null_seeds=None,
           null_level: float = DEFAULT_LEVEL, log=print):
     """``harness guard``: check each explainer on the watermarked model against the null population,
     and draw the watermark's certificate and each explainer's picture, watermarked next to null.
@@ -156,7 +156,7 @@ def guard(watermark: str = "stealthmark", explainers=("lime", "reference-grid-li
     DATASETS.get(dataset)
     if n_samples < 2:
         raise HarnessError(f"samples must be at least 2, got {n_samples}")
-    spec = population_spec(preset, null_seeds, null_models)
+    spec = population_spec(preset, model, null_seeds)
     make_feature_mask(mask, np.zeros((preset_obj.image_size, preset_obj.image_size, 3), np.float32))  # fail early
     cache = ArtifactCache(Path(results) / "cache")
     splits = make_splits(dataset, preset_obj, seed)
@@ -164,7 +164,7 @@ def guard(watermark: str = "stealthmark", explainers=("lime", "reference-grid-li
     with torch_threads(DEFAULT_THREADS):  # as a run trains it: the same cache entry
         marked, key = embedded_model_and_key(cache, wm, model, dataset, preset_obj, seed, splits, nulls, null_level)
     image = trigger_from_spec(key.meta["watermark"]["trigger"]).apply(key.queries().images[:1])[0]
-    null_name = same_architecture(nulls, model)
+    null_name = next(iter(nulls))
     panels = []
     if hasattr(wm, "reveal_certificate"):
         # The certificate as the decoder reads it: a module is dark where its patch has any weight.

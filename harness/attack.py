@@ -46,6 +46,9 @@ class Attack:
     default_strengths: tuple[float, ...] = ()
     presets: dict[str, float] = {}  # name -> strength, used as "<attack>.<preset>"
     integer_strength = False  # True: the strength counts something (epochs, bits, pixels)
+    # True: the attack trains. Calibrating an attacked suspect needs nulls under the same attack, and
+    # a training attack costs a training run per null, so fewer of them are attacked (harness.nulls).
+    trains = False
 
     def apply(self, model: nn.Module, kit: AttackerKit, strength: float, seed: int) -> nn.Module:
         raise NotImplementedError

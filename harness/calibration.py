@@ -18,14 +18,35 @@ Scores, one per suspect and key:
   its mask moves a few pixels on every triggered query, which a rank statistic
   such as the AUROC would score as a perfect separation.
 
-The decision threshold is a one-sided Gaussian prediction bound over the K null
-separation scores (Student t with K-1 degrees of freedom): a new clean model
-exceeds it with probability ``level`` if null scores are roughly normal. With
-K = 10 an empirical quantile could not resolve 5% at all, which is why the
-bound is parametric; the held-out-null test checks it empirically. The spread
-used is never below the null models' own sampling error (the standard error of
-a difference of two means of M answers): K nearly identical null scores do not
-make a new null's score predictable to better than that.
+The verdict rule (``decide``), for a suspect of architecture A with score s,
+judged against K null models of architecture A (after an attack: K nulls under
+the same attack, strength and seed rule):
+
+1. **Paired test.** The M triggered and the M benign queries are the same M
+   images, so the unit is the image: an exact one-sided sign test on the
+   per-image differences (triggered score minus benign score) asks whether
+   the trigger moves this model's answers up more often than down
+   (``paired_p_value`` < alpha). It assumes nothing about the differences'
+   distribution (a Wilcoxon test would assume symmetry, and its ties force a
+   normal approximation). It replaces an unpaired Fisher test on flagged answers, which
+   treated the 2M answers as independent and depended on a per-answer cut
+   fixed on the unattacked model.
+2. **Calibrated test.** s must exceed every one of the K null scores (the
+   empirical p-value ``(1 + #{null >= s}) / (K + 1)`` is then 1/(K+1), the
+   smallest the data can give) *and* exceed a one-sided Gaussian prediction
+   bound over the null scores (Student t with K-1 degrees of freedom, level
+   0.05 by default; its spread is never below the nulls' own sampling error).
+   The bound is parametric, so its p-value is labelled parametric wherever it
+   is shown, and the key records a Shapiro-Wilk test of the null scores'
+   normality. With K = 10 the empirical p-value alone cannot go below 0.09,
+   so it cannot carry a 5% decision; the parametric bound does, and its
+   false-accusation rate is not taken from the model but certified on
+   held-out innocent models (``harness certify``: a Clopper-Pearson upper
+   bound over distinct models, never over answers).
+
+Verified means both tests pass. Where they disagree the record says which
+one passed (``paired_verified_*``, ``calibrated_verified_*``), so no
+disagreement is hidden inside a single verdict.
 """
 
 from __future__ import annotations
@@ -38,7 +59,7 @@ from scipy import stats
 DEFAULT_LEVEL = 0.05  # false-accusation level of the calibrated decision
 ANSWER_FPR = 0.01  # per-answer false-positive rate for tpr_at_1fpr
 MIN_NULL_SD = 1e-9  # last-resort floor: K identical, noiseless null scores would give a zero-width bound
-CALIBRATION_FORMAT = "null-calibration/2"
+CALIBRATION_FORMAT = "null-calibration/3"  # 3: empirical p-values, normality test, paired test
 
 
 def separation_score(triggered: np.ndarray, benign: np.ndarray) -> float:
@@ -102,6 +123,7 @@ def calibration_from_null_scores(scores: list[float], triggered_answers: np.ndar
     spread = sd * math.sqrt(1 + 1 / k)
     return {
         "format": CALIBRATION_FORMAT, "members": list(members), "null_scores": values.tolist(),
+        "normality_p": normality_p_value(values),
         "null_sampling_error": noise, "level": level, "mean": mean, "sd": sd,
         "threshold": mean + float(stats.t.ppf(1 - level, k - 1)) * spread,
         # "higher" keeps the cut on an observed null answer, so at most 1% of null answers lie above it.
@@ -109,11 +131,13 @@ def calibration_from_null_scores(scores: list[float], triggered_answers: np.ndar
     }
 
 
-def null_p_value(score: float, calibration: dict) -> float:
+def parametric_p_value(score: float, calibration: dict) -> float:
     """P(a new clean model scores >= ``score``) under the Gaussian prediction model of the nulls.
 
+    Parametric: it can be far smaller than 1/(K+1), which K nulls alone could never show.
+
     >>> cal = calibration_from_null_scores([0.0, 0.02, -0.02, 0.05, -0.05], np.zeros(10), list("abcde"))
-    >>> null_p_value(0.0, cal) > 0.4, null_p_value(0.5, cal) < 1e-3
+    >>> parametric_p_value(0.0, cal) > 0.4, parametric_p_value(0.5, cal) < 1e-3
     (True, True)
     """
     k = len(calibration["null_scores"])
@@ -124,3 +148,119 @@ def null_p_value(score: float, calibration: dict) -> float:
 def tpr_at_answer_cut(triggered_answers: np.ndarray, calibration: dict) -> float:
     """Share of the suspect's triggered answers above the cut that flags 1% of null models' answers."""
     return float((np.asarray(triggered_answers, float) > calibration["answer_cut"]).mean())
+
+
+def empirical_p_value(score: float, null_scores) -> float:
+    """``(1 + #{null scores >= score}) / (K + 1)``: what K nulls alone support, never below 1/(K+1).
+
+    >>> empirical_p_value(5.0, [0.0, 1.0, 2.0, 3.0])
+    0.2
+    >>> empirical_p_value(1.5, [0.0, 1.0, 2.0, 3.0])
+    0.6
+    """
+    values = np.asarray(null_scores, float)
+    return float((1 + np.sum(values >= score)) / (len(values) + 1))
+
+
+def normality_p_value(null_scores) -> float | None:
+    """Shapiro-Wilk p-value of the null scores (None below 3 scores, or when they are all equal):
+    a small value says the parametric bound's Gaussian assumption is doubtful for this population.
+
+    >>> normality_p_value([1.0, 2.0]) is None
+    True
+    >>> normality_p_value(np.random.default_rng(0).normal(size=30)) > 0.05
+    True
+    """
+    values = np.asarray(null_scores, float)
+    if len(values) < 3 or np.ptp(values) == 0:
+        return None
+    return float(stats.shapiro(values).pvalue)
+
+
+def paired_p_value(triggered: np.ndarray, benign: np.ndarray) -> float:
+    """Exact one-sided sign test that an image's triggered score exceeds its benign score.
+
+    The i-th triggered and benign queries are the same image, so the per-image differences are the
+    independent units. Zero differences carry no evidence and are dropped; with none left, 1.0.
+
+    >>> paired_p_value(np.array([1.0, 1.0, 1.0]), np.array([1.0, 1.0, 1.0]))
+    1.0
+    >>> paired_p_value(np.ones(20), np.zeros(20)) == 0.5 ** 20
+    True
+    """
+    differences = np.asarray(triggered, float) - np.asarray(benign, float)
+    moved = int(np.sum(differences != 0))
+    if moved == 0:
+        return 1.0
+    return float(stats.binomtest(int(np.sum(differences > 0)), moved, 0.5, alternative="greater").pvalue)
+
+
+def decide(paired_p: float, alpha: float, score: float, calibration: dict) -> dict:
+    """The verdict rule of the module docstring: both tests, and each one's outcome.
+
+    >>> cal = calibration_from_null_scores([0.0, 0.02, -0.02, 0.05, -0.05], np.zeros(10), list("abcde"))
+    >>> d = decide(1e-6, 0.01, 0.5, cal)
+    >>> d["verified"], d["p_value_empirical"], d["beyond_all_nulls"]
+    (True, 0.16666666666666666, True)
+    >>> decide(0.2, 0.01, 0.5, cal)["calibrated_verified"], decide(0.2, 0.01, 0.5, cal)["verified"]
+    (True, False)
+    """
+    p_param = parametric_p_value(score, calibration)
+    p_emp = empirical_p_value(score, calibration["null_scores"])
+    beyond = bool(score > max(calibration["null_scores"]))
+    calibrated = bool(beyond and p_param < calibration["level"])
+    paired = bool(paired_p < alpha)
+    return {"p_value_parametric": p_param, "p_value_empirical": p_emp, "beyond_all_nulls": beyond,
+            "calibrated_verified": calibrated, "paired_verified": paired, "verified": calibrated and paired}
+
+
+def leave_one_out_verdicts(scores: list[float], paired_ps: list[float], alpha: float, pooled: np.ndarray,
+                           level: float = DEFAULT_LEVEL, sampling_errors: list[float] | None = None) -> list[bool]:
+    """Would each null model be verified against a calibration made of the *other* nulls? The share
+    that would is a false-accusation check that no model grades itself in.
+
+    >>> leave_one_out_verdicts([0.0, 0.1, -0.1, 0.05, 9.0], [0.5, 0.5, 0.5, 0.5, 1e-9], 0.01, np.zeros(5))
+    [False, False, False, False, True]
+    """
+    out = []
+    for i in range(len(scores)):
+        others = [s for j, s in enumerate(scores) if j != i]
+        errors = None if sampling_errors is None else [e for j, e in enumerate(sampling_errors) if j != i]
+        cal = calibration_from_null_scores(others, pooled, [str(j) for j in range(len(others))], level, errors)
+        out.append(decide(paired_ps[i], alpha, scores[i], cal)["verified"])
+    return out
+
+
+def clopper_pearson_upper(accused: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound on a rate seen as ``accused`` of ``n`` independent units.
+
+    With none of n accused it is 1 - (1 - confidence)^(1/n): 59 models are the fewest that bound a
+    false-accusation rate below 5%.
+
+    >>> round(clopper_pearson_upper(0, 59), 4), round(clopper_pearson_upper(0, 6), 3)
+    (0.0495, 0.393)
+    >>> clopper_pearson_upper(3, 3)
+    1.0
+    """
+    if n <= 0:
+        return 1.0
+    if accused >= n:
+        return 1.0
+    return float(stats.beta.ppf(confidence, accused + 1, n - accused))
+
+
+def format_null_p(p_empirical: float | None, p_parametric: float | None, k: int) -> str:
+    """A calibrated p-value for people: never a number below 1/(K+1), which K nulls cannot show.
+
+    >>> format_null_p(1 / 11, 6.2e-13, 10)
+    'beyond all 10 nulls (parametric 6.2e-13)'
+    >>> format_null_p(0.4545, 0.31, 10)
+    '0.45'
+    >>> format_null_p(None, None, 0)
+    '-'
+    """
+    if p_empirical is None or k <= 0:
+        return "-"
+    if p_empirical <= 1 / (k + 1) + 1e-12:
+        return f"beyond all {k} nulls (parametric {p_parametric:.2g})"
+    return f"{p_empirical:.2g}"

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from harness.io import spec_hash
 from harness.metrics import Column
 
-HARNESS_VERSION = "0.4.0"  # 0.4: channels-last training, one torch thread per task; 0.3: verdicts derived when shown
+# 0.5: nulls of the suspect's architecture, attacked nulls, paired test, empirical p-values;
+# 0.4: channels-last training, one torch thread per task; 0.3: verdicts derived when shown
+HARNESS_VERSION = "0.5.0"
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class CellSpec:
     preset: str
     explainer: str
     trigger: str  # the trigger family the watermark was embedded with
-    nulls: str  # the null population the verdict is calibrated against, e.g. "5x basic-unet,unet @ 0.05"
+    nulls: str  # the null population the verdict is calibrated against, e.g. "10x basic-unet @ 0.05"
     mark_id: str  # hash of the watermark's full spec (version, trigger parameters, target, floor, ...)
     attack_id: str = ""  # hash of the attack's full spec (version, parameters)
     plugin_versions: tuple = field(default=())  # (kind, version) of the model, dataset, explainer and trigger
@@ -66,6 +68,6 @@ SPEC_COLUMNS = [
     Column("strength", None, "Attack strength, in the attack's own unit (e.g. fraction of weights pruned)."),
     Column("seed", None, "Seed of data, initialisation, poisoning and explainer; null member k uses seed+1+k."),
     Column("explainer", None, "Attribution method used for the QR certificate."),
-    Column("nulls", None, "The null population the verdicts are calibrated against: seeds per architecture x architectures @ false-accusation level. Each member has its own seed and its own images (`harness nulls`)."),
+    Column("nulls", None, "The null population the verdicts are calibrated against: K models x the suspect's architecture @ false-accusation level. Each member has its own seed and its own images (`harness nulls --model M`); after an attack, the first nulls_after of them under the same attack."),
 ]
 RUN_ID_COLUMN = Column("run_id", None, "Hash of the cell spec (plugins' parameters and versions included); the record is results/runs/<run_id>.json.")

@@ -37,12 +37,24 @@ def _floats(text: str) -> list[float]:
 
 def _null_options(parser, level: bool = True) -> None:
     parser.add_argument("--null-seeds", type=int, default=None,
-                        help="null models per architecture (default: the preset's, 5 at tiny)")
-    parser.add_argument("--null-models", type=_csv, default=None,
-                        help="null architectures, comma-separated (default: the preset's, basic-unet,unet)")
+                        help="null models (of the suspect's architecture) that calibrate each verdict "
+                             "(default: the preset's, 10 at tiny)")
     if level:
         parser.add_argument("--null-level", type=float, default=0.05,
                             help="false-accusation level of the calibrated verdict (default 0.05)")
+
+
+def _attack_strengths(text: str) -> list[tuple[str, float]]:
+    out = []
+    for item in _csv(text):
+        name, sep, strength = item.partition(":")
+        try:
+            out.append((name.strip(), float(strength)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected NAME:STRENGTH, got {item!r}") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected NAME:STRENGTH, got {item!r}")
+    return out
 
 
 def _option(text: str) -> tuple[str, str]:
@@ -123,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip rendering certificates from cached models (tables and plots only)")
 
     nulls = verbs.add_parser("nulls", help="train (or load) the null population that calibrates every verdict")
+    nulls.add_argument("--model", default="basic-unet", help="the architecture (the suspects' it will calibrate)")
     nulls.add_argument("--dataset", default="synthetic-polyp")
     nulls.add_argument("--preset", default="tiny")
     nulls.add_argument("--seed", type=int, default=0, help="the run seed; member k uses seed+1+k")
@@ -130,6 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also train this many further members, never used for a threshold (for checking it)")
     nulls.add_argument("--results", default="results", help="results directory whose cache holds the models")
     _null_options(nulls, level=False)
+
+    cert = verbs.add_parser("certify", help="bound the false-accusation rate on held-out innocent models, clean and "
+                                            "attacked, and cross-verify two owners' marks")
+    cert.add_argument("--model", type=_csv, default=None,
+                      help="architectures, comma-separated (default basic-unet,unet,attention-unet); the first "
+                           "also holds the two-owner experiment")
+    cert.add_argument("--watermark", type=_csv, default=None, help="schemes whose keys are certified "
+                                                                  "(default stealthmark,badnets)")
+    cert.add_argument("--held-out", type=int, default=18, help="held-out null models per architecture (default 18)")
+    cert.add_argument("--attack", type=_attack_strengths, default=None,
+                      help="NAME:STRENGTH,... applied to every innocent model (default prune:0.3,jpeg:50,rtll:5)")
+    cert.add_argument("--dataset", default="synthetic-polyp")
+    cert.add_argument("--preset", default="tiny")
+    cert.add_argument("--seed", type=int, default=0, help="owner A's run seed; null member k uses seed+1+k")
+    cert.add_argument("--workers", type=int, default=None, help="training processes (default: one per core)")
+    cert.add_argument("--results", default="results", help="results directory: cache, and certification/ tables")
+    _null_options(cert, level=False)
 
     guard = verbs.add_parser("guard", help="check that explainers depend on the model (watermarked vs null models)")
     guard.add_argument("--watermark", default="stealthmark")
@@ -221,7 +251,7 @@ def cmd_run(args) -> int:
                         strengths=args.strength, seed=args.seed, preset=args.preset, explainer=args.explainer,
                         trigger=args.trigger,
                         results=args.results, dice_budget=args.dice_budget, force=args.force,
-                        null_seeds=args.null_seeds, null_models=args.null_models, null_level=args.null_level,
+                        null_seeds=args.null_seeds, null_level=args.null_level,
                         data_dir=args.data_dir, dataset_options=dict(args.dataset_option),
                         device=args.device, threads=args.threads, executor=args.executor, workers=args.workers,
                         scheduler=args.scheduler, log=_log)
@@ -280,7 +310,7 @@ def cmd_nulls(args) -> int:
     check_writable(args.results)
     if args.held_out < 0:
         raise HarnessError(f"--held-out must be >= 0, got {args.held_out}")
-    spec = population_spec(args.preset, args.null_seeds, args.null_models)
+    spec = population_spec(args.preset, args.model, args.null_seeds)
     cache = ArtifactCache(Path(args.results) / "cache")
     _train_like_a_run()
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
@@ -301,6 +331,23 @@ def cmd_nulls(args) -> int:
     return 0
 
 
+def cmd_certify(args) -> int:
+    from harness import certify
+    from harness.grid import check_seed
+
+    check_seed(args.seed)
+    result = certify.certify(models=args.model or certify.DEFAULT_MODELS,
+                             watermarks=args.watermark or certify.DEFAULT_WATERMARKS,
+                             attacks=args.attack or certify.DEFAULT_ATTACKS, held_out=args.held_out,
+                             dataset=args.dataset, preset=args.preset, seed=args.seed, results=args.results,
+                             null_seeds=args.null_seeds, workers=args.workers, log=_log)
+    print(certify.summary_markdown(result))
+    print(certify.owners_markdown(result))
+    print(f"trained in {result.seconds['train']:.0f} s, verified in {result.seconds['verify']:.0f} s; tables: "
+          f"{args.results}/{certify.CERTIFICATION_DIR}/")
+    return 0
+
+
 def cmd_guard(args) -> int:
     from harness.artifact_guard import guard
     from harness.io import check_writable
@@ -310,7 +357,7 @@ def cmd_guard(args) -> int:
     results, figure = guard(watermark=args.watermark, explainers=args.explainer, model=args.model,
                             dataset=args.dataset, preset=args.preset, seed=args.seed, mask=args.mask,
                             n_samples=args.samples, results=args.results, figure=args.figure,
-                            null_seeds=args.null_seeds, null_models=args.null_models, null_level=args.null_level,
+                            null_seeds=args.null_seeds, null_level=args.null_level,
                             log=lambda msg: print(msg, file=sys.stderr))
     for result in results:
         print(result.line())
@@ -391,14 +438,19 @@ def _print_verdict(result, key) -> None:
                                                 else " on the payload")
         print(f"{verdict}: {name} key, {read}, from {result.queries} queries, p = {result.p_value:.3g} "
               f"(alpha {key.meta['alpha']})")
-    if result.p_value_null is None:
+    if result.p_value_null_empirical is None:
         print("uncalibrated key: no null population was scored with it, so nothing can be verified")
     else:
+        from harness.calibration import format_null_p
+
         # stealthmark-qr calibrates per explainer; the verdict used the one of the explainer that ran
         explainer = getattr(result, "explainer", None)
         cal = key.meta.get("null_calibrations", {}).get(explainer) or key.meta["null_calibration"]
-        print(f"against {len(cal['members'])} null models: score {result.score:.3f} vs threshold "
-              f"{result.null_threshold:.3f}, p_null = {result.p_value_null:.3g} (level {cal['level']})")
+        normality = cal.get("normality_p")
+        print(f"against {result.null_count} null models: score {result.score:.3f} vs parametric threshold "
+              f"{result.null_threshold:.3f} (level {cal['level']}), p_null "
+              f"{format_null_p(result.p_value_null_empirical, result.p_value_null_parametric, result.null_count)}"
+              + ("" if normality is None else f"; Shapiro-Wilk p of the null scores {normality:.2g}"))
 
 
 def cmd_bench(args) -> int:
@@ -426,7 +478,8 @@ def cmd_bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"run": cmd_run, "grid": cmd_grid, "report": cmd_report, "nulls": cmd_nulls, "guard": cmd_guard, "list": cmd_list, "leaderboard": cmd_leaderboard, "verify": cmd_verify,
+        return {"run": cmd_run, "grid": cmd_grid, "report": cmd_report, "nulls": cmd_nulls, "certify": cmd_certify,
+                "guard": cmd_guard, "list": cmd_list, "leaderboard": cmd_leaderboard, "verify": cmd_verify,
                 "bench": cmd_bench}[args.verb](args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -51,7 +51,7 @@ MAX_SEED = 10**9  # member k of the null population uses seed + 1 + k; numpy tak
 # -- the grid file ----------------------------------------------------------------
 
 AXES = ("watermarks", "models", "datasets", "attacks", "strengths", "seeds", "presets", "explainers", "triggers")
-OPTIONS = ("results", "dice_budget", "null_seeds", "null_models", "null_level", "data_dir", "dataset_options",
+OPTIONS = ("results", "dice_budget", "null_seeds", "null_level", "data_dir", "dataset_options",
            "device", "threads", "force")
 
 
@@ -75,8 +75,7 @@ class Grid:
     triggers: list = field(default_factory=lambda: [None])  # None: each watermark's own trigger
     results: str = "results"
     dice_budget: float = DEFAULT_DICE_BUDGET  # how verdicts are shown; never part of a record
-    null_seeds: int | None = None
-    null_models: list | None = None
+    null_seeds: int | None = None  # K, the calibrating nulls of each suspect's architecture
     null_level: float = DEFAULT_LEVEL
     data_dir: str | dict | None = None  # a folder, or dataset -> folder
     dataset_options: dict = field(default_factory=dict)
@@ -122,6 +121,9 @@ def grid_from_mapping(data: dict, source: str = "grid") -> Grid:
     valid = {**{a: a for a in AXES}, **{o: o for o in OPTIONS}}
     values = {}
     for key, value in data.items():
+        if key == "null_models":
+            raise HarnessError(f"{source}: null_models is gone: the nulls are always of the suspect's own "
+                               "architecture (set their number with null_seeds)")
         look_up(str(key), valid, f"grid key in {source}; valid keys are axes and options. Grid key")
         if key in AXES:
             values[key] = None if (key == "strengths" and value is None) else _as_list(key, value)
@@ -131,8 +133,6 @@ def grid_from_mapping(data: dict, source: str = "grid") -> Grid:
             values[key] = {str(k): v for k, v in value.items()}
         elif key == "data_dir" and not isinstance(value, (str, dict, type(None))):
             raise HarnessError(f"{source}: data_dir must be a folder or a mapping dataset -> folder, got {value!r}")
-        elif key == "null_models":
-            values[key] = _as_list(key, value)
         else:
             values[key] = value
     try:
@@ -244,7 +244,7 @@ def validate(grid: Grid) -> tuple[list, list[str]]:
     attacks = resolve_attacks(",".join(map(str, grid.attacks)), grid.strengths)
     check_writable(grid.results)
     for setting in grid.settings():
-        population_spec(setting.preset, grid.null_seeds, grid.null_models)
+        population_spec(setting.preset, setting.model, grid.null_seeds)
         dataset = open_dataset(setting.dataset, get_preset(setting.preset).image_size, setting.data_dir,
                                dict(setting.dataset_options))
         if is_finite(dataset):
@@ -266,15 +266,13 @@ def plan(grid: Grid, ctx: tasks.Context) -> Plan:
     cells, keys, checkpoints = [], {}, {}
     settings = grid.settings()
     for setting in settings:
-        spec = population_spec(setting.preset, grid.null_seeds, grid.null_models)
+        spec = population_spec(setting.preset, setting.model, grid.null_seeds)
         # What the progress bar says; a model's planned steps give the ETA its rate.
         where = f" ({setting.label})" if len(settings) > 1 else ""
         steps = planned_steps(get_preset(setting.preset))
         null_keys, population = [], members(spec, setting.seed)
         for k, member in enumerate(population, start=1):
-            # Nulls do not depend on the suspect's architecture: settings that differ only in
-            # model share them.
-            key = f"null:{replace(setting, model='*').label}:{member.name}"
+            key = f"null:{setting.label}:{member.name}"
             null_keys.append(key)
             all_tasks.setdefault(key, Task(key, "null", (), tasks.train_null_member, (setting, member),
                                            label=f"null {k}/{len(population)} {member.model}{where}", steps=steps))
@@ -378,7 +376,6 @@ def run_grid(grid: Grid, executor: str = "local", workers: int | None = None, sc
     check_options(executor, workers, scheduler)
     device = resolve_device(grid.device) if isinstance(grid.device, str) else grid.device
     ctx = tasks.Context(results=str(grid.results), device=device, threads=grid.threads, null_seeds=grid.null_seeds,
-                        null_models=None if grid.null_models is None else tuple(grid.null_models),
                         null_level=grid.null_level, command=" ".join(sys.argv))
     the_plan = plan(grid, ctx)
     total, pending = len(the_plan.cells), len(the_plan.pending_cells)

@@ -2,9 +2,10 @@
 
 ``scores_before`` runs once per mark (and explainer): utility of the clean
 reference and the watermarked model, the harm of embedding, output and input
-stealth, verification of the watermarked model and of one clean null model.
-``scores_after`` runs once per cell: utility and verification of the attacked
-model and of a null model under the same attack. Each metric's column (name,
+stealth, verification of the watermarked model, and how the key treats the
+null population. ``scores_after`` runs once per cell: utility of the attacked
+model, and its verification against the null population under the same
+attack (``harness.calibration`` states the rule). Each metric's column (name,
 direction, one-line definition) is declared beside the code that computes it,
 in ``BEFORE_COLUMNS`` and ``AFTER_COLUMNS``; plugins add theirs in their own
 ``columns``. Verdicts that depend on a budget (``removed``) are not measured:
@@ -13,15 +14,18 @@ in ``BEFORE_COLUMNS`` and ``AFTER_COLUMNS``; plugins add theirs in their own
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import torch
 
-from harness import scoring
+from harness import calibration as null_stats, scoring
 from harness.data import Split
 from harness.metrics import Column, check_declared
 from harness.presets import Preset
 from harness.segmenter import predict_proba
 from harness.training import seed_everything
-from harness.watermark import Key, Verification
+from harness.watermark import Key, Verification, judge
 
 
 def utility(model, split: Split, batch_size: int) -> tuple[dict, torch.Tensor]:
@@ -35,57 +39,90 @@ def utility(model, split: Split, batch_size: int) -> tuple[dict, torch.Tensor]:
 # -- verification of one model with the owner's key ----------------------------------------------------
 
 def _verification_columns(suffix: str, what: str) -> list[Column]:
-    """The columns of one verification; the calibrated ones of the row's final model (after the attack)
-    carry the bare names (``p_value_null``, ``tpr_at_1fpr``)."""
+    """The columns of one verification; the calibrated p-values of the row's final model (after the
+    attack) carry the bare names (``p_value_null_empirical``, ``tpr_at_1fpr``)."""
     after = suffix == "after"
-    cols = [
+    bare = "" if after else "_before"
+    nulls = "the attacked null population (the same attack on each null)" if after else "the null population"
+    return [
         Column(f"asr_{suffix}", True, f"Share of the M triggered queries the verifier flags, on {what}."),
         Column(f"fpr_{suffix}", False, f"Share of the M benign queries flagged, on {what}."),
-        Column(f"p_value_{suffix}", False, f"One-sided Fisher exact test that triggered queries are flagged more "
-                                           f"often than benign ones, on {what}."),
-        Column(f"verified_{suffix}", True, f"1 if both tests pass on {what}: p_value_{suffix} < alpha (the key's "
-                                           "level, default 0.01) and the calibrated p-value < the null level "
-                                           "(default 0.05)."),
+        Column(f"p_value_{suffix}", False, f"The paired test, on {what}: exact one-sided sign test that "
+                                           "each query image's triggered answer scores above its benign answer "
+                                           "(StealthMark-QR: binomial test of the payload bits)."),
+        Column(f"verified_{suffix}", True, f"1 if both tests pass on {what} (harness.calibration.decide): "
+                                           f"p_value_{suffix} < alpha (the key's, default 0.01), and score_{suffix} "
+                                           f"beyond every member of {nulls} and beyond its parametric bound."),
+        Column(f"paired_verified_{suffix}", True, f"1 if the paired test alone passes on {what}."),
+        Column(f"calibrated_verified_{suffix}", True, f"1 if the calibrated test alone passes on {what}; where it "
+                                                      f"differs from paired_verified_{suffix} the tests disagree."),
         Column(f"qr_decoded_{suffix}", None, f"StealthMark only: the QR certificate decoded to the owner's payload, "
                                              f"on {what}. Gated by the detector: not independent evidence."),
         Column(f"score_{suffix}", True, f"Separation score on {what}: the scheme's mean per-answer score on the M "
                                         "triggered queries minus that on the M benign queries (destructive "
                                         "backdoors: share of target pixels followed, so 1 = complete; "
                                         "StealthMark: detector logit)."),
-        Column("p_value_null" if after else "p_value_null_before", False,
-               f"Probability that a clean model from the null population scores at least score_{suffix} "
-               f"(Student-t prediction model of the null scores), on {what}."),
-        Column("tpr_at_1fpr" if after else "tpr_at_1fpr_before", True,
-               f"Share of triggered answers on {what} whose per-answer score exceeds the cut that flags 1% of the "
-               "null models' triggered answers."),
+        Column(f"null_threshold{'_after' if after else ''}", None,
+               f"The parametric bound over {nulls}: the separation score a new innocent model exceeds with "
+               "probability equal to the null level under a Student-t prediction model of the null scores; its "
+               "spread is never below the null models' own sampling error."),
+        Column(f"p_value_null_empirical{bare}", False,
+               f"(1 + #{{null scores >= score_{suffix}}}) / (K + 1) over the K members of {nulls}: what the nulls "
+               "alone support; never below 1/(K+1)."),
+        Column(f"p_value_null_parametric{bare}", False,
+               f"Parametric: P(a new innocent model scores >= score_{suffix}) under the Student-t prediction model "
+               f"of {nulls}. It can be far below 1/(K+1); its normality assumption is tested in "
+               f"null_normality_p{'_after' if after else ''}."),
+        Column(f"null_normality_p{'_after' if after else ''}", None,
+               f"Shapiro-Wilk p-value of the K null scores of {nulls} (small: the parametric bound is doubtful)."),
+        Column(f"nulls_{suffix}", None, f"K: how many members of {nulls} the verdict was calibrated against."),
+        Column(f"tpr_at_1fpr{bare}", True,
+               f"Share of triggered answers on {what} whose per-answer score exceeds the cut that flags 1% of "
+               f"{nulls}'s triggered answers."),
+        *([Column("asr_ci_low", True, "Lower end of the Wilson 95% interval of asr_after over the M triggered "
+                                      "queries."),
+           Column("asr_ci_high", True, "Upper end of that interval.")] if after else []),
     ]
-    if after:
-        cols += [Column("asr_ci_low", True, "Lower end of the Wilson 95% interval of asr_after over the M "
-                                            "triggered queries."),
-                 Column("asr_ci_high", True, "Upper end of that interval.")]
-    else:
-        cols += [Column("null_threshold", None, "The separation score a clean model exceeds with probability equal "
-                                                "to the null level: a one-sided Student-t prediction bound over the "
-                                                "null population's scores with the owner's key (`nulls` column); "
-                                                "its spread is never below the null models' own sampling error.")]
-    return cols
 
 
 def verification_metrics(result: Verification, suffix: str) -> dict:
     """The declared metrics of one verification (see ``_verification_columns``), plus the scheme's own
     extras (e.g. StealthMark-QR's bit accuracies) suffixed the same way."""
     after = suffix == "after"
+    bare = "" if after else "_before"
+    optional = lambda flag: None if flag is None else float(flag)  # noqa: E731
     out = {f"asr_{suffix}": result.asr, f"fpr_{suffix}": result.fpr, f"p_value_{suffix}": result.p_value,
            f"verified_{suffix}": float(result.verified),
-           f"qr_decoded_{suffix}": None if result.qr_decoded is None else float(result.qr_decoded),
+           f"paired_verified_{suffix}": optional(result.paired_verified),
+           f"calibrated_verified_{suffix}": optional(result.calibrated_verified),
+           f"qr_decoded_{suffix}": optional(result.qr_decoded),
            f"score_{suffix}": result.score,
-           "p_value_null" if after else "p_value_null_before": result.p_value_null,
-           "tpr_at_1fpr" if after else "tpr_at_1fpr_before": result.tpr_at_1fpr}
+           f"null_threshold{'_after' if after else ''}": result.null_threshold,
+           f"p_value_null_empirical{bare}": result.p_value_null_empirical,
+           f"p_value_null_parametric{bare}": result.p_value_null_parametric,
+           f"null_normality_p{'_after' if after else ''}": result.null_normality_p,
+           f"nulls_{suffix}": None if result.null_count is None else float(result.null_count),
+           f"tpr_at_1fpr{bare}": result.tpr_at_1fpr}
     if after:
         out.update(asr_ci_low=result.asr_ci_low, asr_ci_high=result.asr_ci_high)
-    else:
-        out["null_threshold"] = result.null_threshold
     out.update({f"{name}_{suffix}": value for name, value in result.extra_metrics().items()})
+    return out
+
+
+def innocents_verified(wm, models: dict, key: Key, level: float, calibration: dict | None = None) -> dict:
+    """How the owner's key treats a population of innocent models: their mean ASR and FPR, the share
+    verified each against a calibration made of the *others* (leave one out: no model grades itself),
+    and, given ``calibration``, the share verified against it."""
+    results = [wm.verify(model, key, certify=False) for model in models.values()]
+    loo = null_stats.leave_one_out_verdicts([r.score for r in results], [r.p_value for r in results],
+                                            key.meta["alpha"], np.zeros(1), level,
+                                            [r.sampling_error for r in results])
+    out = {"asr": float(np.mean([r.asr for r in results])),
+           "fpr": None if results[0].fpr is None else float(np.mean([r.fpr for r in results])),
+           "verified": float(np.mean(loo))}
+    if calibration is not None:
+        out["verified_against"] = float(np.mean([judge(r, key.meta["alpha"], calibration).verified
+                                                 for r in results]))
     return out
 
 
@@ -118,17 +155,17 @@ BEFORE_COLUMNS = [
     Column("trigger_psnr", True, "Input stealth: mean PSNR (dB) between triggered and benign test images."),
     Column("trigger_ssim", True, "Input stealth: mean SSIM between triggered and benign test images."),
     *_verification_columns("before", "the watermarked model before the attack"),
-    Column("null_asr", False, "asr of one member of the null population (the first with the suspect's "
-                              "architecture) queried with the owner's key."),
-    Column("null_fpr", False, "fpr of that null model."),
-    Column("null_p_value", True, "Fisher p-value on the null model; below alpha would be a false accusation."),
-    Column("null_verified", False, "1 if that null model was (wrongly) verified. It is a calibration member, so "
-                                   "this is a sanity check; the held-out test in tests/ checks nulls outside the "
-                                   "calibration."),
+    Column("null_asr", False, "Mean asr of the null population (the suspect's architecture) queried with the "
+                              "owner's key."),
+    Column("null_fpr", False, "Mean fpr of the null population."),
+    Column("null_verified", False, "Share of the null models (wrongly) verified, each judged against a calibration "
+                                   "made of the other K-1 (leave one out). A sanity check: `harness certify` "
+                                   "bounds the false-accusation rate on held-out models that set no threshold."),
 ]
 
 
-def scores_before(wm, marked, clean, null, key: Key, splits, preset: Preset, explainer: str, seed: int) -> dict:
+def scores_before(wm, marked, clean, nulls: dict, key: Key, splits, preset: Preset, explainer: str,
+                  seed: int) -> dict:
     """Everything measured once per watermark and explainer, before any attack."""
     batch = preset.eval_batch_size
     clean_util, clean_probs = utility(clean, splits.test, batch)
@@ -159,9 +196,8 @@ def scores_before(wm, marked, clean, null, key: Key, splits, preset: Preset, exp
         "trigger_ssim": scoring.summarize(scoring.ssim(triggered_images, splits.test.images)),
     }
     metrics.update(verification_metrics(wm.verify(marked, key, explainer=explainer, seed=seed), "before"))
-    null_result = wm.verify(null, key, explainer=explainer, seed=seed)
-    metrics.update({"null_asr": null_result.asr, "null_fpr": null_result.fpr,
-                    "null_p_value": null_result.p_value, "null_verified": float(null_result.verified)})
+    innocent = innocents_verified(wm, nulls, key, key_level(key))
+    metrics.update({"null_asr": innocent["asr"], "null_fpr": innocent["fpr"], "null_verified": innocent["verified"]})
     check_declared(metrics, BEFORE_COLUMNS + list(wm.columns), f"watermark {wm.registered_name!r}")
     return metrics
 
@@ -175,23 +211,45 @@ AFTER_COLUMNS = [
     Column("auc_attacked", True, "Mean per-image pixel AUROC of the attacked model."),
     Column("iou_attacked", True, "Mean per-image IoU of the attacked model."),
     *_verification_columns("after", "the attacked model"),
-    Column("null_asr_after", False, "asr of the null model after the same attack: does the attack alone create "
-                                    "false accusations?"),
+    Column("null_asr_after", False, "Mean asr of the attacked null population."),
+    Column("null_verified_after", False, "Share of the attacked nulls verified, each against a calibration made of "
+                                         "the other attacked nulls (leave one out): the rule verified_after uses."),
+    Column("null_verified_after_clean_calibration", False,
+           "Share of the attacked nulls verified against the key's calibration on the unattacked nulls: the "
+           "false accusations a verifier who ignores the attack would make."),
+    Column("verified_after_clean_calibration", None,
+           "1 if the attacked model verifies against the unattacked nulls' calibration (the rule before attacked "
+           "nulls existed); where it differs from verified_after, the attacked nulls changed the verdict."),
     Column("attack_seconds", False, "Wall-clock seconds the attack took (the thief's cost)."),
 ]
 
 
-def scores_after(wm, attack, attacked, attacked_null, key: Key, splits, preset: Preset, explainer: str, seed: int,
-                 dice_watermarked: float, attack_seconds: float, attack_report: dict) -> dict:
-    """What one cell adds to its mark's ``scores_before``: the attacked model's utility and verification,
-    the same attack's effect on a null model, and what the attack reports about itself."""
+def key_level(key: Key) -> float:
+    return (key.meta.get("null_calibration") or {}).get("level", null_stats.DEFAULT_LEVEL)
+
+
+def scores_after(wm, attack, attacked, attacked_nulls: dict, key: Key, splits, preset: Preset, explainer: str,
+                 seed: int, dice_watermarked: float, attack_seconds: float, attack_report: dict) -> dict:
+    """What one cell adds to its mark's ``scores_before``: the attacked model's utility, its verification
+    against the nulls under the same attack, how the attack alone treats innocent models, and what the
+    attack reports about itself."""
     after = utility(attacked, splits.test, preset.eval_batch_size)[0]
     metrics = {"dice_attacked": after["dice"], "auc_attacked": after["auc"], "iou_attacked": after["iou"],
                "attack_dice_drop": dice_watermarked - after["dice"], "attack_seconds": attack_seconds}
+    level = key_level(key)
     seed_everything(seed)
-    metrics.update(verification_metrics(wm.verify(attacked, key, explainer=explainer, seed=seed), "after"))
+    attacked_calibration = wm.null_calibration(key, attacked_nulls, level, explainer=explainer, seed=seed)
     seed_everything(seed)
-    metrics["null_asr_after"] = wm.verify(attacked_null, key, certify=False).asr
+    result = wm.verify(attacked, key, explainer=explainer, seed=seed, calibration=attacked_calibration)
+    metrics.update(verification_metrics(result, "after"))
+    clean_calibration = key.meta.get("null_calibration")
+    metrics["verified_after_clean_calibration"] = (
+        None if clean_calibration is None
+        else float(judge(copy.copy(result), key.meta["alpha"], clean_calibration).verified))
+    seed_everything(seed)
+    innocent = innocents_verified(wm, attacked_nulls, key, level, clean_calibration)
+    metrics.update({"null_asr_after": innocent["asr"], "null_verified_after": innocent["verified"],
+                    "null_verified_after_clean_calibration": innocent.get("verified_against")})
     metrics.update(attack_report)
     check_declared(metrics, AFTER_COLUMNS + list(wm.columns) + list(attack.columns),
                    f"cell of {wm.registered_name!r} x {attack.registered_name!r}")

@@ -3,12 +3,13 @@
 A null model is an innocent third party's model: same task, same recipe, its
 own seed and its own images (drawn from a range no owner, attacker or test set
 touches). Verification is calibrated against a population of them (see
-``harness.calibration``): several seeds, and more than one architecture, so
-the threshold is not a quirk of one training run or one network.
+``harness.calibration``), always of the suspect's own architecture: a
+population is a function of (architecture, dataset, preset), so a verdict is
+never calibrated against a network that is not the suspect's.
 
-Members are numbered k = 0, 1, ...: architecture-major, seed ``seed + 1 + k``,
-training images block k. The first ``seeds x len(models)`` members calibrate;
-later members (``held_out``) are never used for a threshold, only to check it.
+Members are numbered k = 0, 1, ...: seed ``seed + 1 + k``, training images
+block k. The first K members calibrate; later members (``held_out``) are
+never used for a threshold, only to check it.
 """
 
 from __future__ import annotations
@@ -27,20 +28,23 @@ from harness.segmenter import build_model
 from harness.device import to_device
 from harness.training import DEFAULT_THREADS, fit, recipe_key, seed_everything, torch_threads
 
+# K per preset: at tiny 10 models (about 24 s each on 2 cores), the fewest whose empirical
+# p-value, 1/11, is below 0.1; smoke only checks the pipeline.
+NULL_COUNTS = {"smoke": 4, "tiny": 10, "paper": 10, "paper-short": 2}
+# After a training attack (fine-tuning, distillation, overwriting) every null must be retrained
+# by the attack too: this many members are attacked; cheap attacks attack them all.
+TRAINING_ATTACK_NULLS = 5
+MIN_NULLS = 3
+
 
 @dataclass(frozen=True)
 class NullPopulationSpec:
-    seeds: int  # seeds per architecture
-    models: tuple[str, ...]  # architectures
+    model: str  # the architecture: the suspect's
+    count: int  # K, the calibrating members
 
-
-# Chosen per preset: at tiny, 5 seeds x 2 architectures = 10 models (about 45 s each on 2 cores).
-NULL_POPULATIONS = {
-    "smoke": NullPopulationSpec(seeds=2, models=("basic-unet", "unet")),
-    "tiny": NullPopulationSpec(seeds=5, models=("basic-unet", "unet")),
-    "paper": NullPopulationSpec(seeds=5, models=("unet", "basic-unet")),
-    "paper-short": NullPopulationSpec(seeds=1, models=("unet", "basic-unet")),  # the GPU path check, in minutes
-}
+    @property
+    def label(self) -> str:
+        return f"{self.count}x {self.model}"
 
 
 @dataclass(frozen=True)
@@ -54,35 +58,21 @@ class NullMember:
         return f"{self.model}-seed{self.seed}"
 
 
-def population_spec(preset: str, seeds: int | None = None, models=None) -> NullPopulationSpec:
-    base = look_up(preset, NULL_POPULATIONS, "preset")
-    spec = NullPopulationSpec(seeds=base.seeds if seeds is None else int(seeds),
-                              models=tuple(base.models if models is None else models))
-    if spec.seeds < 1:
-        raise HarnessError(f"null population needs at least 1 seed per architecture, got {spec.seeds}")
-    if spec.seeds * len(spec.models) < 2:
-        raise HarnessError("null population needs at least 2 models to estimate its spread")
-    for name in spec.models:
-        MODELS.get(name)
-    if len(set(spec.models)) != len(spec.models):
-        raise HarnessError(f"null architecture listed twice: {', '.join(spec.models)}")
+def population_spec(preset: str, model: str, count: int | None = None) -> NullPopulationSpec:
+    """The null population that calibrates verdicts on a suspect of architecture ``model``."""
+    base = look_up(preset, NULL_COUNTS, "preset")
+    spec = NullPopulationSpec(model=model, count=base if count is None else int(count))
+    MODELS.get(model)
+    if spec.count < MIN_NULLS:
+        raise HarnessError(f"null population needs at least {MIN_NULLS} models (each null is judged against the "
+                           f"others, which must estimate a spread), got {spec.count}")
     return spec
 
 
 def members(spec: NullPopulationSpec, seed: int, held_out: int = 0) -> list[NullMember]:
     """The calibration members, or (``held_out`` > 0) that many further members, never used to calibrate."""
-    calibrating = len(spec.models) * spec.seeds
-    if held_out:
-        ks = range(calibrating, calibrating + held_out)
-        return [NullMember(spec.models[(k - calibrating) % len(spec.models)], seed + 1 + k, k) for k in ks]
-    return [NullMember(model, seed + 1 + k, k)
-            for k, model in ((i * spec.seeds + j, m) for i, m in enumerate(spec.models) for j in range(spec.seeds))]
-
-
-def same_architecture(population: dict, model_name: str) -> str:
-    """The name of the first member with the suspect's architecture (else the first member):
-    the single null model the ``null_*`` columns and the guard's figure show."""
-    return next((n for n in population if n.startswith(f"{model_name}-seed")), next(iter(population)))
+    ks = range(spec.count, spec.count + held_out) if held_out else range(spec.count)
+    return [NullMember(spec.model, seed + 1 + k, k) for k in ks]
 
 
 def train_clean(cache: ArtifactCache, model_name: str, dataset: str, preset: Preset, seed: int,

@@ -56,7 +56,6 @@ def benchmark(
     dice_budget: float = DEFAULT_DICE_BUDGET,
     force: bool = False,
     null_seeds: int | None = None,
-    null_models=None,
     null_level: float = DEFAULT_LEVEL,
     data_dir: str | None = None,
     dataset_options: dict | None = None,
@@ -76,9 +75,10 @@ def benchmark(
     ``data_dir`` is the downloaded folder of a folder dataset (``kvasir``, ...)
     and ``dataset_options`` its options (e.g. ``{"target": "cup"}``). Each
     explainer gets its own cells (the attacked models are shared between them).
-    Every verdict is calibrated against a population of clean models
-    (``harness.nulls``: per preset, or ``null_seeds`` seeds of each of
-    ``null_models``) at false-accusation level ``null_level``. ``dice_budget``
+    Every verdict is calibrated against a population of clean models of the
+    suspect's architecture (``harness.nulls``: the preset's number, or
+    ``null_seeds``), after an attack against those nulls under the same attack,
+    at false-accusation level ``null_level``. ``dice_budget``
     only decides how verdicts are shown (``harness.verdicts``): records keep
     the evidence, so another budget never needs a re-run.
     Cells whose record already exists (same spec, same versions) are not
@@ -91,8 +91,7 @@ def benchmark(
                 datasets=_axis(dataset, "dataset"), attacks=[attack],
                 strengths=None if strengths is None else list(strengths), seeds=_axis(seed, "seed", number=True),
                 presets=_axis(preset, "preset"), explainers=[explainer], triggers=_axis(trigger, "trigger"),
-                results=str(results), dice_budget=dice_budget, null_seeds=null_seeds,
-                null_models=None if null_models is None else list(null_models), null_level=null_level,
+                results=str(results), dice_budget=dice_budget, null_seeds=null_seeds, null_level=null_level,
                 data_dir=data_dir, dataset_options=dict(dataset_options or {}), device=device, threads=threads,
                 force=force)
     return run_grid(grid, executor=executor, workers=workers, scheduler=scheduler, log=log)

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness import verdicts
+from harness.calibration import format_null_p
 from harness.leaderboard import worst_cases
 from harness.records import RunRecord
 
@@ -20,6 +21,13 @@ def _fmt(value, digits: int = 3) -> str:
 
 def _yes(value) -> str:
     return "-" if value is None else ("yes" if value else "no")
+
+
+def _null_p(m: dict, suffix: str) -> str:
+    """The calibrated p-value, never below 1/(K+1) as a number (``format_null_p``)."""
+    k = m.get("nulls_before" if suffix else "nulls_after")
+    return format_null_p(m.get("p_value_null_empirical" + suffix), m.get("p_value_null_parametric" + suffix),
+                         int(k) if k else 0)
 
 
 def _verdict(word: str) -> str:
@@ -39,7 +47,8 @@ def print_summary(records: list[RunRecord], console: Console | None = None,
 
     before = Table(title="Before the attack (test split; verification: M triggered + M benign queries)")
     for column in ("watermark", "role", "dice clean", "dice marked", "harm", "AUC harm", "flip rate", "flip clean",
-                   "trigger PSNR", "ASR", "FPR", "p", "QR", "null ASR", "null p"):
+                   "trigger PSNR", "ASR", "FPR", "p paired", "p vs nulls", "verified", "QR", "null ASR",
+                   "nulls verified"):
         before.add_column(column, justify="left" if column in ("watermark", "role") else "right",
                           no_wrap=column == "watermark")
     for name, rows in by_watermark.items():
@@ -47,14 +56,14 @@ def print_summary(records: list[RunRecord], console: Console | None = None,
         before.add_row(name, rows[0].spec["role"], _fmt(m["dice_clean"]), _fmt(m["dice_watermarked"]),
                        _fmt(m["harm_dice_drop"], 4), _fmt(m.get("harm_auc_drop"), 4), _fmt(m["flip_rate"], 4), _fmt(m["flip_rate_clean"], 4),
                        _fmt(m["trigger_psnr"], 1), _fmt(m["asr_before"], 2), _fmt(m["fpr_before"], 2),
-                       _fmt(m["p_value_before"]), _yes(m["qr_decoded_before"]), _fmt(m["null_asr"], 2),
-                       _fmt(m["null_p_value"]))
+                       _fmt(m["p_value_before"]), _null_p(m, "_before"), _yes(m["verified_before"]),
+                       _yes(m["qr_decoded_before"]), _fmt(m["null_asr"], 2), _fmt(m["null_verified"], 2))
     console.print(before)
 
     after = Table(title=f"After the attack (removed = not verified while the Dice drop is within the budget, "
                         f"{dice_budget:g})")
-    for column in ("watermark", "attack", "strength", "dice", "dice drop", "ASR", "FPR", "p", "verified",
-                   "QR", "null ASR", "verdict", "seconds"):
+    for column in ("watermark", "attack", "strength", "dice", "dice drop", "ASR", "FPR", "p paired",
+                   "p vs attacked nulls", "verified", "QR", "null ASR", "nulls verified", "verdict", "seconds"):
         after.add_column(column, justify="left" if column in ("watermark", "attack") else "right",
                          no_wrap=column == "watermark")
     for name, rows in by_watermark.items():
@@ -62,8 +71,9 @@ def print_summary(records: list[RunRecord], console: Console | None = None,
             m = record.metrics
             after.add_row(name, record.spec["attack"], f"{record.spec['strength']:g}", _fmt(m["dice_attacked"]),
                           _fmt(m["attack_dice_drop"]), _fmt(m["asr_after"], 2), _fmt(m["fpr_after"], 2),
-                          _fmt(m["p_value_after"]), _yes(m["verified_after"]), _yes(m["qr_decoded_after"]),
-                          _fmt(m["null_asr_after"], 2), _verdict(verdicts.cell_verdict(m, dice_budget)),
+                          _fmt(m["p_value_after"]), _null_p(m, ""), _yes(m["verified_after"]),
+                          _yes(m["qr_decoded_after"]), _fmt(m["null_asr_after"], 2),
+                          _fmt(m.get("null_verified_after"), 2), _verdict(verdicts.cell_verdict(m, dice_budget)),
                           _fmt(m["attack_seconds"], 2))
     console.print(after)
 

@@ -50,8 +50,7 @@ class Context:
     results: str
     device: str = "cpu"
     threads: int | None = None  # torch threads per task (executors apply it)
-    null_seeds: int | None = None
-    null_models: tuple | None = None
+    null_seeds: int | None = None  # K, the calibrating nulls; None: the preset's
     null_level: float = DEFAULT_LEVEL
     command: str = ""
 
@@ -80,10 +79,8 @@ class Mark:
 
 
 def nulls_label(ctx: Context, setting: Setting) -> str:
-    from harness.nulls import population_spec
-
-    spec = population_spec(setting.preset, ctx.null_seeds, ctx.null_models)
-    return f"{spec.seeds}x {','.join(spec.models)} @ {ctx.null_level:g}"
+    spec, _ = _population(ctx, setting)
+    return f"{spec.label} @ {ctx.null_level:g}"
 
 
 def cells_of(mark: Mark, attacks, explainers, ctx: Context) -> list[CellSpec]:
@@ -135,12 +132,12 @@ def dataset_label(setting: Setting) -> str:
 def _population(ctx: Context, setting: Setting):
     from harness.nulls import members, population_spec
 
-    spec = population_spec(setting.preset, ctx.null_seeds, ctx.null_models)
+    spec = population_spec(setting.preset, setting.model, ctx.null_seeds)
     return spec, members(spec, setting.seed)
 
 
 def null_models(ctx: Context, setting: Setting) -> dict:
-    """Every calibration member, name -> model on the run's device (trained by the null tasks)."""
+    """Every calibration member (the suspect's architecture), name -> model on the run's device."""
     from harness.nulls import train_null
 
     _, chosen = _population(ctx, setting)
@@ -186,7 +183,7 @@ def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, p
 
 
 def marked_model_and_key(ctx: Context, mark: Mark):
-    key = ("mark", ctx.results, ctx.device, mark, ctx.null_seeds, ctx.null_models, ctx.null_level)
+    key = ("mark", ctx.results, ctx.device, mark, ctx.null_seeds, ctx.null_level)
     if key not in _MEMO:
         s = mark.setting
         _MEMO[key] = embedded_model_and_key(_cache(ctx), mark.build(), s.model, data_fingerprint(s),
@@ -196,11 +193,9 @@ def marked_model_and_key(ctx: Context, mark: Mark):
 
 
 def first_null(ctx: Context, setting: Setting) -> str:
-    """The one null model of the ``null_*`` columns: the first member with the suspect's architecture."""
-    from harness.nulls import same_architecture
-
+    """The null checkpoint a run exports: the population's first member."""
     _, chosen = _population(ctx, setting)
-    return same_architecture({m.name: None for m in chosen}, setting.model)
+    return chosen[0].name
 
 
 # -- the tasks ----------------------------------------------------------------------
@@ -219,8 +214,7 @@ def _model_line(what: str, model, setting: Setting, since: float) -> None:
 
 
 def train_null_member(ctx: Context, setting: Setting, member, deps: dict) -> str:
-    """Train (or load) one null model; the first of each architecture is also exported, since it
-    is the null checkpoint ``run`` reports for suspects of that architecture."""
+    """Train (or load) one null model; the first is also exported, as the null checkpoint ``run`` reports."""
     from harness.nulls import train_null
 
     tic = time.perf_counter()
@@ -229,7 +223,7 @@ def train_null_member(ctx: Context, setting: Setting, member, deps: dict) -> str
                        split_seed=setting.seed)
     _, chosen = _population(ctx, setting)
     _model_line(f"null {chosen.index(member) + 1}/{len(chosen)} {member.name}", model, setting, tic)
-    if next(m for m in chosen if m.model == member.model) == member:
+    if chosen[0] == member:
         export_checkpoint(model, Path(ctx.results) / "checkpoints" / f"null-{setting.preset}-{member.name}.pt")
     return member.name
 
@@ -256,8 +250,7 @@ def scores_before(ctx: Context, mark: Mark, explainer: str, deps: dict) -> dict:
     s = mark.setting
     marked, owner_key = marked_model_and_key(ctx, mark)
     seed_everything(s.seed)
-    null = null_models(ctx, s)[first_null(ctx, s)]
-    return measure.scores_before(mark.build(), marked, clean_model(ctx, s), null, owner_key, splits_of(s),
+    return measure.scores_before(mark.build(), marked, clean_model(ctx, s), null_models(ctx, s), owner_key, splits_of(s),
                                  get_preset(s.preset), explainer, s.seed)
 
 
@@ -279,7 +272,9 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
                  deps: dict) -> dict:
     """One attack at one strength on every mark of a setting: one record per (mark, explainer) cell.
 
-    The attacked null model is shared by the marks; each attacked model by the explainers.
+    The attacked nulls (every null for a cheap attack, the first ``TRAINING_ATTACK_NULLS`` for one
+    that trains, each attacked with the suspect's seed) are shared by the marks; each attacked model
+    by the explainers.
     """
     from harness.attack import AttackerKit
 
@@ -293,10 +288,9 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
     preset = get_preset(setting.preset)
     splits = splits_of(setting)
     nulls = null_models(ctx, setting)
-    null = nulls[first_null(ctx, setting)]
     kit = AttackerKit(splits.attacker, setting.model, preset, null_models=nulls)
     attack = ATTACKS.get(attack_name)()
-    attacked_null = None
+    attacked_nulls = None
     for mark in marks:
         mine = [c for c in cells if c.watermark == mark.watermark and c.trigger == mark.trigger_name]
         failed = upstream_failure("cells", [r for k, r in deps.items() if k.split(":")[1] == mark.stem])
@@ -314,9 +308,8 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
             seconds = time.perf_counter() - tic
             seed_everything(setting.seed)
             report = attack.report(attacked, kit, setting.seed)
-            if attacked_null is None:
-                seed_everything(setting.seed)
-                attacked_null = attack.apply(null, kit, strength, setting.seed)
+            if attacked_nulls is None:
+                attacked_nulls = attack_population(attack, nulls, kit, strength, setting.seed)
         except Exception as exc:
             record_failures(ctx, mine, failure_reason(exc))
             written["error"] += len(mine)
@@ -324,7 +317,7 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
         for cell in mine:
             try:
                 before = deps[f"before:{mark.stem}:{cell.explainer}"].value
-                metrics = {**before, **measure.scores_after(wm, attack, attacked, attacked_null, owner_key, splits,
+                metrics = {**before, **measure.scores_after(wm, attack, attacked, attacked_nulls, owner_key, splits,
                                                             preset, cell.explainer, setting.seed,
                                                             before["dice_watermarked"], seconds, report)}
                 RunRecord(cell.run_id, _record_spec(cell, wm.role, attack.family), metrics, started=now(),
@@ -335,3 +328,16 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
                 written["error"] += 1
             started = time.time()
     return written
+
+
+def attack_population(attack, nulls: dict, kit, strength: float, seed: int) -> dict:
+    """The nulls under the same attack, strength and seed as the suspect: all of them for a cheap
+    attack, the first ``TRAINING_ATTACK_NULLS`` for one that trains."""
+    from harness.nulls import TRAINING_ATTACK_NULLS
+
+    chosen = list(nulls)[:TRAINING_ATTACK_NULLS] if attack.trains else list(nulls)
+    out = {}
+    for name in chosen:
+        seed_everything(seed)
+        out[name] = attack.apply(nulls[name], kit, strength, seed)
+    return out

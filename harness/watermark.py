@@ -4,10 +4,10 @@ the backdoor baselines are instances of.
 
 A backdoor watermark is two independent choices: a trigger (from the core's
 trigger registry) and a target design for triggered images. Verification is
-black box: send M triggered and M benign queries, flag each answer, and test
-whether triggered answers are flagged more often than benign ones (one-sided
-Fisher exact test). A clean model has no reason to treat triggered queries
-differently, which is exactly what the null models check.
+black box: send M triggered and M benign queries (the same M images, with and
+without the trigger), score each answer, and test whether the trigger moves
+this model's answers (a paired test per image) more than it moves innocent
+models' answers (the null calibration). ``harness.calibration`` states the rule.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import fisher_exact
 from torch import nn
 
-from harness import calibration
+from harness import calibration as null_stats  # `calibration` names verify's argument
 from harness.data import Split, Splits
 from harness.errors import HarnessError
 from harness.presets import Preset
@@ -80,23 +79,28 @@ class Key:
 class Verification:
     """The outcome of querying one suspect model with one key.
 
-    ``verified`` needs both tests: the suspect flags triggered queries more often
-    than benign ones (Fisher, ``p_value < alpha``) and it separates them more than
-    clean models do (``p_value_null < level`` of the key's null calibration). A key
-    without a calibration never verifies: the first test alone compares the
-    suspect only with itself.
+    ``verified`` needs both tests of ``harness.calibration.decide``: the paired
+    test (``p_value < alpha``) and the calibrated one (beyond every null score and
+    beyond the parametric bound). A key without a calibration never verifies: the
+    paired test alone compares the suspect only with itself.
     """
 
     asr: float  # fraction of triggered queries flagged (higher = mark present)
     fpr: float | None  # fraction of benign queries flagged (None: a scheme without benign queries)
-    p_value: float  # one-sided Fisher exact test: triggered flagged more often than benign
+    p_value: float  # the scheme's own test (backdoors: paired Wilcoxon, triggered vs benign per image)
     verified: bool  # both tests passed (see above)
     queries: int  # M triggered + M benign
     score: float | None = None  # separation score: mean per-answer score, triggered minus benign
+    sampling_error: float | None = None  # standard error of ``score`` from the answers' own spread
     asr_ci_low: float | None = None  # Wilson 95% interval on asr over the M triggered queries
     asr_ci_high: float | None = None
     null_threshold: float | None = None  # separation score a clean model exceeds with probability `level`
-    p_value_null: float | None = None  # how unusual the score is among the null population
+    p_value_null_empirical: float | None = None  # (1 + #{null scores >= score}) / (K + 1)
+    p_value_null_parametric: float | None = None  # Student-t prediction model of the null scores
+    null_count: int | None = None  # K: the null models the verdict was calibrated against
+    null_normality_p: float | None = None  # Shapiro-Wilk p of those K null scores
+    paired_verified: bool | None = None  # the paired test alone passed
+    calibrated_verified: bool | None = None  # the calibrated test alone passed
     tpr_at_1fpr: float | None = None  # share of triggered answers above the cut flagging 1% of null answers
     qr_decoded: bool | None = None  # certificate decoded to the owner's payload (gated: see README)
     payload_read: str | None = None
@@ -144,9 +148,16 @@ class Watermark:
         raise NotImplementedError
 
     def verify(self, model: nn.Module, key: Key, explainer: str | None = None, seed: int = 0,
-               certify: bool = True) -> Verification:
+               certify: bool = True, calibration: dict | None = None) -> Verification:
         """Query ``model`` as a black box with the key's queries. ``certify``: also run the
-        certificate step (attribution), where the watermark has one; it costs forward passes."""
+        certificate step (attribution), where the watermark has one; it costs forward passes.
+        ``calibration``: judge against this null calibration (e.g. nulls under the same attack)
+        instead of the one stored in the key."""
+        raise NotImplementedError
+
+    def null_calibration(self, key: Key, null_models: dict[str, nn.Module], level: float,
+                         explainer: str | None = None, seed: int = 0) -> dict:
+        """The calibration of ``key`` against ``null_models`` (plain JSON), without storing it."""
         raise NotImplementedError
 
 
@@ -226,31 +237,48 @@ class BackdoorWatermark(Watermark):
         on_benign = self.answer_scores(benign, queries.masks, key)
         return on_triggered.double().numpy(), on_benign.double().numpy()
 
-    def verify(self, model, key, explainer=None, seed=0, certify=True):
+    def verify(self, model, key, explainer=None, seed=0, certify=True, calibration=None):
         on_triggered, on_benign = self.scored_answers(model, key)
         cut = self.flag_threshold(key)
         hits, false_hits, m = int((on_triggered >= cut).sum()), int((on_benign >= cut).sum()), len(on_triggered)
-        p_value = float(fisher_exact([[hits, m - hits], [false_hits, m - false_hits]], alternative="greater")[1])
-        score = calibration.separation_score(on_triggered, on_benign)
-        low, high = calibration.wilson_interval(hits, m)
-        result = Verification(asr=hits / m, fpr=false_hits / m, p_value=p_value, verified=False, queries=2 * m,
-                              score=score, asr_ci_low=low, asr_ci_high=high)
-        cal = key.meta.get("null_calibration")
-        if cal is not None:
-            result.null_threshold = cal["threshold"]
-            result.p_value_null = calibration.null_p_value(score, cal)
-            result.tpr_at_1fpr = calibration.tpr_at_answer_cut(on_triggered, cal)
-            result.verified = p_value < key.meta["alpha"] and result.p_value_null < cal["level"]
-        return result
+        score = null_stats.separation_score(on_triggered, on_benign)
+        low, high = null_stats.wilson_interval(hits, m)
+        result = Verification(asr=hits / m, fpr=false_hits / m,
+                              p_value=null_stats.paired_p_value(on_triggered, on_benign), verified=False,
+                              queries=2 * m, score=score, asr_ci_low=low, asr_ci_high=high,
+                              sampling_error=null_stats.sampling_error(on_triggered, on_benign))
+        return judge(result, key.meta["alpha"], calibration or key.meta.get("null_calibration"), on_triggered)
 
-    def calibrate(self, key: Key, null_models: dict[str, nn.Module], level: float = calibration.DEFAULT_LEVEL) -> Key:
-        """Score ``key`` on each clean model and store the null calibration in the key (returned)."""
+    def null_calibration(self, key, null_models, level=null_stats.DEFAULT_LEVEL, explainer=None, seed=0):
         scores, errors, pooled = [], [], []
         for model in null_models.values():
             on_triggered, on_benign = self.scored_answers(model, key)
-            scores.append(calibration.separation_score(on_triggered, on_benign))
-            errors.append(calibration.sampling_error(on_triggered, on_benign))
+            scores.append(null_stats.separation_score(on_triggered, on_benign))
+            errors.append(null_stats.sampling_error(on_triggered, on_benign))
             pooled.append(on_triggered)
-        key.meta["null_calibration"] = calibration.calibration_from_null_scores(
-            scores, np.concatenate(pooled), list(null_models), level, errors)
+        return null_stats.calibration_from_null_scores(scores, np.concatenate(pooled), list(null_models),
+                                                         level, errors)
+
+    def calibrate(self, key: Key, null_models: dict[str, nn.Module],
+                  level: float = null_stats.DEFAULT_LEVEL) -> Key:
+        """Score ``key`` on each clean model and store the null calibration in the key (returned)."""
+        key.meta["null_calibration"] = self.null_calibration(key, null_models, level)
         return key
+
+
+def judge(result: Verification, alpha: float, cal: dict | None, triggered_answers=None) -> Verification:
+    """Fill in ``result``'s calibrated fields and verdict from ``cal`` (``harness.calibration.decide``);
+    without a calibration it stays unverified."""
+    if cal is None:
+        return result
+    decision = null_stats.decide(result.p_value, alpha, result.score, cal)
+    result.null_threshold = cal["threshold"]
+    result.null_count = len(cal["null_scores"])
+    result.null_normality_p = cal.get("normality_p")
+    result.p_value_null_empirical = decision["p_value_empirical"]
+    result.p_value_null_parametric = decision["p_value_parametric"]
+    result.paired_verified, result.calibrated_verified = decision["paired_verified"], decision["calibrated_verified"]
+    result.verified = decision["verified"]
+    if triggered_answers is not None:
+        result.tpr_at_1fpr = null_stats.tpr_at_answer_cut(triggered_answers, cal)
+    return result

@@ -36,9 +36,60 @@ def test_calibrated_threshold_falsely_accuses_about_level_of_new_nulls():
     for _ in range(trials):
         scores = rng.normal(0.0, 0.05, size=11)
         cal = calibration.calibration_from_null_scores(scores[:10].tolist(), np.zeros(10), list("abcdefghij"))
-        accused += calibration.null_p_value(scores[10], cal) < cal["level"]
-        assert (scores[10] > cal["threshold"]) == (calibration.null_p_value(scores[10], cal) < cal["level"])
+        accused += calibration.parametric_p_value(scores[10], cal) < cal["level"]
+        assert (scores[10] > cal["threshold"]) == (calibration.parametric_p_value(scores[10], cal) < cal["level"])
     assert abs(accused / trials - 0.05) < 0.012
+
+
+def test_the_full_rule_accuses_a_fresh_null_at_most_at_the_level():
+    """decide() adds 'beyond every null' to the parametric bound, so it can only accuse less."""
+    rng = np.random.default_rng(1)
+    trials, accused = 4000, 0
+    for _ in range(trials):
+        scores = rng.normal(0.0, 0.05, size=11)
+        cal = calibration.calibration_from_null_scores(scores[:10].tolist(), np.zeros(10), list("abcdefghij"))
+        accused += calibration.decide(0.0, 0.01, scores[10], cal)["verified"]
+    assert accused / trials <= 0.05 + 0.01
+
+
+def test_empirical_p_value_is_never_below_one_over_k_plus_one():
+    nulls = np.random.default_rng(2).normal(size=10)
+    assert calibration.empirical_p_value(1e9, nulls) == 1 / 11
+    assert calibration.empirical_p_value(-1e9, nulls) == 1.0
+    assert calibration.empirical_p_value(nulls.max(), nulls) == 2 / 11  # a tie counts against the suspect
+
+
+@pytest.mark.parametrize("accused,n,expected", [(0, 59, 0.0495), (0, 6, 0.3930), (1, 20, 0.2161), (0, 1, 0.95)])
+def test_clopper_pearson_upper_bound_matches_reference_values(accused, n, expected):
+    # Reference: exact one-sided 95% bounds, 1 - 0.05**(1/n) at zero and Beta(0.95; 2, 19) = 0.2161.
+    assert round(calibration.clopper_pearson_upper(accused, n), 4) == expected
+
+
+def test_paired_test_uses_the_pairing():
+    """Each image's triggered answer is one step above its benign one, while the images themselves vary
+    far more: the paired test sees it, a comparison of the two samples' locations would not."""
+    benign = np.random.default_rng(3).normal(0, 10, size=30)
+    assert calibration.paired_p_value(benign + 1.0, benign) < 1e-6
+    assert calibration.paired_p_value(benign, benign) == 1.0
+    assert calibration.paired_p_value(benign - 1.0, benign) > 0.99
+
+
+def test_leave_one_out_grades_no_model_against_itself():
+    scores = [0.0, 0.01, -0.01, 0.02, 5.0]
+    verdicts = calibration.leave_one_out_verdicts(scores, [1e-9] * 5, 0.01, np.zeros(1))
+    # The outlier exceeds the other four; each ordinary one is judged with the outlier in its population.
+    assert verdicts == [False, False, False, False, True]
+
+
+def test_human_format_never_prints_below_one_over_k_plus_one():
+    for k in (2, 5, 10, 59):
+        text = calibration.format_null_p(1 / (k + 1), 1e-30, k)
+        assert text.startswith(f"beyond all {k} nulls") and "parametric" in text
+    assert calibration.format_null_p(3 / 11, 0.2, 10) == "0.27"
+
+
+def test_normality_check_flags_a_skewed_population():
+    assert calibration.normality_p_value(np.random.default_rng(4).exponential(size=40) ** 3) < 0.01
 
 
 def test_identical_null_scores_cannot_make_the_bound_narrower_than_their_sampling_error():
@@ -87,7 +138,7 @@ def test_a_key_without_null_calibration_never_verifies():
     badnets, key, marked, _ = _key_and_models()
     result = badnets.verify(marked, key)
     assert result.asr == 1.0 and result.p_value < 1e-6
-    assert result.verified is False and result.p_value_null is None
+    assert result.verified is False and result.p_value_null_empirical is None
 
 
 def test_calibrated_key_verifies_the_marked_model_and_not_a_null():
@@ -96,10 +147,10 @@ def test_calibrated_key_verifies_the_marked_model_and_not_a_null():
     cal = key.meta["null_calibration"]
     assert cal["members"] == list(nulls) and len(cal["null_scores"]) == 4
     result = badnets.verify(marked, key)
-    assert result.verified and result.score > 0.9 and result.p_value_null < 0.05 and result.tpr_at_1fpr == 1.0
+    assert result.verified and result.score > 0.9 and result.p_value_null_empirical == 1 / 5 and result.p_value_null_parametric < 0.05 and result.tpr_at_1fpr == 1.0
     assert result.asr_ci_low > 0.85 and result.asr_ci_high == 1.0
     innocent = badnets.verify(nulls["null0"], key)
-    assert not innocent.verified and innocent.p_value_null > 0.05
+    assert not innocent.verified and innocent.p_value_null_empirical > 0.05
 
 
 def test_calibration_survives_saving_the_key(tmp_path):

@@ -109,7 +109,8 @@ def test_verify_prints_a_verdict_and_a_json_record_matching_the_run(capsys, smok
     before = outcome.records[0] if watermark == "stealthmark" else outcome.records[-1]
     assert before.spec["watermark"] == watermark
     assert record["asr"] == before.metrics["asr_before"] and record["p_value"] == before.metrics["p_value_before"]
-    assert record["p_value_null"] == before.metrics["p_value_null_before"]
+    assert record["p_value_null_empirical"] == before.metrics["p_value_null_empirical_before"]
+    assert record["p_value_null_parametric"] == before.metrics["p_value_null_parametric_before"]
     assert record["null_threshold"] == before.metrics["null_threshold"]
     assert record["verdict"] == verdict.split(":")[0]
 

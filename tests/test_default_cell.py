@@ -12,10 +12,10 @@ from harness.runner import benchmark
 
 @pytest.fixture(scope="module")
 def default_cell(tmp_path_factory):
-    # The README job with a smaller null population (2 seeds x 2 architectures instead of 5 x 2) to
-    # keep the default test run short; the full population is re-measured by `pytest -m claims`.
+    # The README job with a smaller null population (4 basic-unet nulls instead of 10) to keep the
+    # default test run short; the full population is re-measured by `pytest -m claims`.
     # Its tasks run with one torch thread each (the default), whatever this process's count.
-    outcome = benchmark(results=tmp_path_factory.mktemp("default"), null_seeds=2, log=lambda msg: None)
+    outcome = benchmark(results=tmp_path_factory.mktemp("default"), null_seeds=4, log=lambda msg: None)
     return {(r.spec["watermark"], r.spec["strength"]): r.metrics for r in outcome.records}
 
 
@@ -59,6 +59,19 @@ def test_stealthmark_output_stealth_bar(default_cell):
 def test_stealthmark_output_stealth_does_not_regress(default_cell):
     """The bar above is missed; this holds the measured value (0.0097) so that getting worse turns red."""
     assert _before(default_cell, "stealthmark")["flip_rate"] <= 0.0098
+
+
+def test_every_verdict_is_calibrated_against_its_own_architecture_under_the_same_attack(default_cell):
+    for metrics in default_cell.values():
+        assert metrics["nulls_before"] == 4 and metrics["nulls_after"] == 4  # pruning is cheap: every null
+        # The paired and calibrated tests are both recorded, and the verdict is their conjunction.
+        for when in ("before", "after"):
+            assert metrics[f"verified_{when}"] == float(metrics[f"paired_verified_{when}"]
+                                                        and metrics[f"calibrated_verified_{when}"])
+        # With K = 4 nulls the data support p >= 1/5; a verified suspect lies beyond all of them.
+        assert metrics["p_value_null_empirical"] >= 1 / 5
+        if metrics["verified_after"]:
+            assert metrics["p_value_null_empirical"] == 1 / 5
 
 
 def test_stealthmark_flips_far_fewer_pixels_than_badnets(default_cell):

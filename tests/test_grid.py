@@ -46,7 +46,7 @@ attacks: [prune]
 strengths: [0.5, 0.9]
 seeds: [0, 1]
 presets: smoke
-null_seeds: 1
+null_seeds: 3
 """))
     assert grid.models == ["basic-unet", "unet"] and grid.seeds == [0, 1] and grid.strengths == [0.5, 0.9]
     assert len(grid.settings()) == 4  # 2 models x 2 seeds
@@ -58,6 +58,7 @@ null_seeds: 1
     ("watermarks: !!python/object/apply:os.system ['echo owned']\n", "not valid YAML data"),
     ("watermarks: [stealthmark\n", "not valid YAML data"),
     ("watermarks: []\n", "is empty"),
+    ("null_models: [unet]\n", "the nulls are always of the suspect's own architecture"),
 ])
 def test_bad_grid_files_fail_with_one_line(tmp_path, text, message):
     with pytest.raises(HarnessError, match=message) as info:
@@ -82,7 +83,7 @@ def test_missing_grid_file_is_one_line_exit_2(tmp_path, capsys):
 
 def test_run_with_comma_separated_values_crosses_them(tmp_path):
     outcome = benchmark(watermarks=["badnets"], model="basic-unet,unet", seed="0", preset="smoke", strengths=[0.5],
-                        null_seeds=1, results=tmp_path, log=QUIET)
+                        null_seeds=3, results=tmp_path, log=QUIET)
     assert sorted(r.spec["model"] for r in outcome.records) == ["basic-unet", "unet"]
     assert all(r.status == "ok" for r in outcome.records)
     # One file per embedded model, named by its full stem when there are several.
@@ -103,7 +104,7 @@ def test_a_failing_cell_is_recorded_the_grid_goes_on_and_a_rerun_retries_only_it
 
     monkeypatch.setattr(GlobalL1Prune, "apply", explodes_at_90)
     argv = ["run", "--watermark", "badnets,stealthmark", "--preset", "smoke", "--strength", "0.5,0.9",
-            "--null-seeds", "1", "--workers", "1", "--results", str(tmp_path)]  # in this process: patched
+            "--null-seeds", "3", "--workers", "1", "--results", str(tmp_path)]  # in this process: patched
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "2 of 4 cells failed" in err and "plugin exploded" in err
@@ -132,7 +133,7 @@ def test_a_failing_artifact_fails_only_its_downstream_cells(tmp_path, monkeypatc
         raise RuntimeError("embedding broke")
 
     monkeypatch.setattr(BadNets, "embed", broken_embed)
-    outcome = benchmark(watermarks=["badnets", "stealthmark"], preset="smoke", strengths=[0.5], null_seeds=1,
+    outcome = benchmark(watermarks=["badnets", "stealthmark"], preset="smoke", strengths=[0.5], null_seeds=3,
                         workers=1, results=tmp_path, log=QUIET)  # in this process, where the patch is
     status = {r.spec["watermark"]: r for r in outcome.records}
     assert status["stealthmark"].status == "ok"
@@ -143,7 +144,7 @@ def test_a_failing_artifact_fails_only_its_downstream_cells(tmp_path, monkeypatc
 # -- kill -9 and resume ---------------------------------------------------------------
 
 RUN = ["--watermark", "badnets,stealthmark", "--preset", "smoke", "--strength", "0.1,0.3,0.5,0.7,0.9",
-       "--explainer", "lime,kernelshap", "--null-seeds", "1", "--threads", "1"]
+       "--explainer", "lime,kernelshap", "--null-seeds", "3", "--threads", "1"]
 
 
 def _cli(results: Path, *extra) -> list[str]:
@@ -182,7 +183,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_leaderboard(tmp_path):
 def test_every_executor_and_worker_count_gives_the_same_leaderboard(tmp_path):
     """One thread per task by default: this process, two local worker processes and two Dask
     workers compute bit-identical numbers."""
-    common = dict(watermarks=["badnets", "stealthmark"], preset="smoke", strengths=[0.5, 0.9], null_seeds=1,
+    common = dict(watermarks=["badnets", "stealthmark"], preset="smoke", strengths=[0.5, 0.9], null_seeds=3,
                   log=QUIET)
     alone = benchmark(results=tmp_path / "alone", workers=1, **common)
     pool = benchmark(results=tmp_path / "pool", workers=2, **common)
@@ -196,12 +197,12 @@ def test_every_executor_and_worker_count_gives_the_same_leaderboard(tmp_path):
 
 def test_the_progress_shows_each_finished_model_with_its_dice(tmp_path):
     lines = []
-    benchmark(watermarks=["badnets"], preset="smoke", strengths=[0.5], null_seeds=1, workers=2,
+    benchmark(watermarks=["badnets"], preset="smoke", strengths=[0.5], null_seeds=3, workers=2,
               results=tmp_path, log=lines.append)
     text = "\n".join(lines)
-    assert "null 1/2 basic-unet-seed1: Dice" in text and "null 2/2 unet-seed2: Dice" in text, text
+    assert "null 1/3 basic-unet-seed1: Dice" in text and "null 3/3 basic-unet-seed3: Dice" in text, text
     assert "clean basic-unet: Dice" in text and "badnets basic-unet (embedded, keyed, calibrated): Dice" in text
-    assert text.count("test images") == 4
+    assert text.count("test images") == 5
 
 
 def test_executor_options_are_checked(tmp_path):
@@ -246,7 +247,7 @@ def test_threads_apply_to_the_grid_tasks_only(tmp_path):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        benchmark(watermarks=["badnets"], preset="smoke", strengths=[0.5], null_seeds=1, threads=1,
+        benchmark(watermarks=["badnets"], preset="smoke", strengths=[0.5], null_seeds=3, threads=1,
                   results=tmp_path, log=QUIET)
         assert torch.get_num_threads() == 2, "a grid's --threads must not leak into the caller's process"
     finally:
@@ -268,10 +269,10 @@ def test_a_folder_dataset_runs_end_to_end_and_is_named_by_its_files(tmp_path):
         Image.fromarray(image).save(folder / "images" / f"c{i:03d}.png")
         Image.fromarray((mask * 255).astype(np.uint8)).save(folder / "masks" / f"c{i:03d}.png")
     outcome = benchmark(watermarks=["badnets"], dataset="kvasir", data_dir=str(folder), preset="smoke",
-                        strengths=[0.5], null_seeds=1, results=tmp_path / "results", log=QUIET)
+                        strengths=[0.5], null_seeds=3, results=tmp_path / "results", log=QUIET)
     (record,) = outcome.records
     assert record.status == "ok" and record.spec["dataset"].startswith("kvasir:")
     (folder / "masks" / "c000.png").unlink()  # a changed copy is a different dataset, checked before any work
     with pytest.raises(HarnessError, match="c000.png has no mask"):
         benchmark(watermarks=["badnets"], dataset="kvasir", data_dir=str(folder), preset="smoke", strengths=[0.5],
-                  null_seeds=1, results=tmp_path / "results", log=QUIET)
+                  null_seeds=3, results=tmp_path / "results", log=QUIET)

@@ -121,7 +121,7 @@ JUNK = ["", " ", "é", "名前", "a,b", "../..", "--", "-", "\x00", "x" * 300, "
 FLAGS = {
     "--watermark": NAMES + JUNK, "--model": NAMES + JUNK, "--dataset": NAMES + JUNK, "--attack": NAMES + JUNK,
     "--strength": NUMBERS + JUNK, "--seed": NUMBERS + JUNK, "--preset": NAMES + JUNK, "--explainer": NAMES + JUNK,
-    "--trigger": NAMES + JUNK, "--dice-budget": NUMBERS, "--null-seeds": NUMBERS, "--null-models": NAMES + JUNK,
+    "--trigger": NAMES + JUNK, "--dice-budget": NUMBERS, "--null-seeds": NUMBERS, 
     "--null-level": NUMBERS, "--threads": NUMBERS, "--workers": NUMBERS, "--executor": ["local", "dask", "spark"],
     "--device": ["cpu", "cuda", "auto", "cuda:9", "tpu", ""], "--data-dir": ["/nonexistent", "/tmp", ""],
     "--dataset-option": ["target=cup", "a", "=", "split=train", "mask_threshold=x"],

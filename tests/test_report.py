@@ -30,7 +30,7 @@ from harness.report import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-NULLS = "5x basic-unet,unet @ 0.05"
+NULLS = "10x basic-unet @ 0.05"
 THRESHOLD = 0.3
 # (watermark, role, trigger, attack, family, strength, asr_after, dice_attacked, verified_before, verified_after,
 #  score_after). With the Dice budget 0.05 the matrix must read:

@@ -133,7 +133,7 @@ def test_calibration_per_explainer_gates_the_verdict(smoke):
     cal = key.meta["null_calibrations"]["captum-occlusion"]
     assert cal["members"] == ["n0", "n1", "n2"] and len(key.meta["null_bit_accuracy"]["captum-occlusion"]) == 3
     result = wm.verify(model, key, explainer="captum-occlusion")
-    assert result.null_threshold == cal["threshold"] and result.p_value_null is not None
+    assert result.null_threshold == cal["threshold"] and result.p_value_null_empirical is not None
     assert not result.verified
     # an explainer without a calibration never verifies
-    assert wm.verify(model, key, explainer="lime").p_value_null is None
+    assert wm.verify(model, key, explainer="lime").p_value_null_empirical is None

@@ -97,7 +97,7 @@ def test_verify_from_a_checkpoint_matches_the_in_memory_model(capsys, owner, nam
     assert verdict.startswith(("VERIFIED: stealthmark key, asr", "NOT VERIFIED: stealthmark key, asr"))
     assert rest.startswith("against 2 null models: score")
     record = printed_record(out)
-    for field in ("asr", "fpr", "score", "p_value", "p_value_null", "null_threshold", "payload_read"):
+    for field in ("asr", "fpr", "score", "p_value", "p_value_null_empirical", "p_value_null_parametric", "null_threshold", "payload_read"):
         assert record[field] == expected[field], (field, record[field], expected[field])
     assert {k: record[k] for k in expected} == expected
     assert record["verdict"] == verdict.split(":")[0]
@@ -210,5 +210,5 @@ def test_verify_prints_a_verdict_for_a_stealthmark_qr_key(capsys, qr_owner, cali
     expected = record_of(watermark.verify(model, Key.load(keys[calibrated]), explainer=explainer, seed=0))
     assert record["fpr"] is None and record["explainer"] == explainer
     assert {k: record[k] for k in expected} == expected
-    assert (record["p_value_null"] is None) == (calibrated == "uncalibrated")
+    assert (record["p_value_null_empirical"] is None) == (calibrated == "uncalibrated")
     assert np.isclose(record["asr"], record["bit_accuracy"])

@@ -82,19 +82,20 @@ class _Constant(torch.nn.Module):
         return logits
 
 
-def test_fisher_test_verifies_a_backdoored_model_and_not_a_clean_one():
+def test_paired_test_verifies_a_backdoored_model_and_not_a_clean_one():
     masks = torch.zeros(20, 1, 16, 16)
     key = Key({"watermark": BadNets().spec(), "alpha": 0.01},
               {"query_images": np.full((20, 3, 16, 16), 100, np.uint8),
                "query_masks": masks.to(torch.uint8).numpy()})
-    # Without a null calibration nothing verifies, however small the Fisher p-value.
+    # Without a null calibration nothing verifies, however small the paired p-value.
     assert BadNets().verify(_Constant(True), key).verified is False
     BadNets().calibrate(key, {"clean-a": _Constant(False), "clean-b": _Constant(False)})
     marked = BadNets().verify(_Constant(True), key)
     clean = BadNets().verify(_Constant(False), key)
     assert (marked.asr, marked.fpr, marked.verified) == (1.0, 0.0, True)
-    # 20 of 20 vs 0 of 20: p = 1 / C(40, 20)
-    assert marked.p_value == pytest.approx(1 / 137846528820, rel=1e-6)
+    # All 20 images answer higher when triggered: the exact sign test gives 2**-20. (The unpaired Fisher
+    # test it replaced gave 1 / C(40, 20), as if the 40 answers came from 40 different images.)
+    assert marked.p_value == pytest.approx(0.5 ** 20, rel=1e-9)
     assert (clean.asr, clean.verified) == (0.0, False) and clean.p_value == 1.0
 
 

@@ -48,11 +48,12 @@ Verification fields (what the runner reads):
 * ``p_value``: one-sided binomial test (scipy.stats.binomtest, p = 0.5) of
   the bit accuracy on the payload-dependent modules.
 * ``score``: bit accuracy on the payload-dependent modules.
-* ``null_threshold``, ``p_value_null``: the key's null calibration of
-  ``score`` for the explainer used (``harness.calibration``, Student-t bound
-  over the null population, spread never below the binomial sampling error).
-* ``verified``: p_value < alpha AND p_value_null < level, with the
-  calibration of that explainer; a key without one never verifies.
+* ``null_threshold``, ``p_value_null_empirical``, ``p_value_null_parametric``:
+  the key's null calibration of ``score`` for the explainer used
+  (``harness.calibration``, spread never below the binomial sampling error).
+* ``verified``: ``harness.calibration.decide``: p_value < alpha AND the score
+  beyond every null and beyond the parametric bound, with the calibration of
+  that explainer; a key without one never verifies.
 * ``qr_decoded`` / ``payload_read``: the sign picture decodes to the owner's
   payload. Here this is model-dependent evidence (the verifier perturbs every
   patch, whatever the model), but ``verified`` does not require it.
@@ -71,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import binomtest
 
-from harness import calibration, qr
+from harness import calibration as null_stats, qr  # `calibration` names verify's argument
 from harness.errors import HarnessError
 from harness.explainer import ModelForward
 from harness.metrics import Column
@@ -79,7 +80,7 @@ from harness.reductions import REDUCTIONS, get_reduction, region_for
 from harness.registry import EXPLAINERS, TRIGGERS, WATERMARKS
 from harness.segmenter import predict_proba
 from harness.training import fit
-from harness.watermark import Key, Verification, Watermark, to_uint8, trigger_from_spec
+from harness.watermark import Key, Verification, Watermark, judge, to_uint8, trigger_from_spec
 
 DEFAULT_REDUCTION = "background-mean"
 
@@ -304,27 +305,35 @@ class StealthMarkQR(Watermark):
                 "p_value_all": float(binomtest(hits_all, n_all, 0.5, alternative="greater").pvalue),
                 "p_value": float(binomtest(hits_pay, n_pay, 0.5, alternative="greater").pvalue)}
 
-    def verify(self, model, key, explainer=None, seed=0, certify=True):
+    def verify(self, model, key, explainer=None, seed=0, certify=True, calibration=None):
         explainer = explainer or key.meta["explainer"]
         weights, sent = self.read_weights(model, key, explainer, seed)
         s = self.bit_scores(weights, key)
-        low, high = calibration.wilson_interval(s["hits_all"], s["n_all"])
+        low, high = null_stats.wilson_interval(s["hits_all"], s["n_all"])
         payload_read = qr.decode_symbol(s["read"], key.meta["qr_type"])
         result = QRVerification(
             asr=s["bit_accuracy"], fpr=None, p_value=s["p_value"], verified=False, queries=sent,
             score=s["bit_accuracy_payload"], asr_ci_low=low, asr_ci_high=high,
+            sampling_error=float(np.sqrt(0.25 / s["n_payload"])),
             qr_decoded=payload_read == key.meta["payload"], payload_read=payload_read,
             certificate=weights.reshape(key.arrays["modules"].shape),
             bit_accuracy=s["bit_accuracy"], bit_accuracy_payload=s["bit_accuracy_payload"],
             p_value_all=s["p_value_all"], modules=s["n_all"], payload_modules=s["n_payload"], explainer=explainer)
-        cal = key.meta.get("null_calibrations", {}).get(explainer)
-        if cal is not None:
-            result.null_threshold = cal["threshold"]
-            result.p_value_null = calibration.null_p_value(result.score, cal)
-            result.verified = bool(result.p_value < key.meta["alpha"] and result.p_value_null < cal["level"])
-        return result
+        return judge(result, key.meta["alpha"], calibration or key.meta.get("null_calibrations", {}).get(explainer))
 
-    def calibrate(self, key: Key, null_models: dict, level: float = calibration.DEFAULT_LEVEL,
+    def null_calibration(self, key, null_models, level=null_stats.DEFAULT_LEVEL, explainer=None, seed=0):
+        """Payload-module bit accuracy of each null model with one explainer (default the key's)."""
+        explainer = explainer or key.meta["explainer"]
+        n_pay = int((~key.arrays["shared_modules"].astype(bool)).sum())
+        noise = float(np.sqrt(0.25 / n_pay))  # binomial sampling error of a bit accuracy under random bits
+        scores = [self.bit_scores(self.read_weights(m, key, explainer, seed)[0], key) for m in null_models.values()]
+        payload_acc = [s["bit_accuracy_payload"] for s in scores]
+        cal = null_stats.calibration_from_null_scores(payload_acc, np.array(payload_acc), list(null_models),
+                                                       level, [noise] * len(payload_acc))
+        cal["bit_accuracy"] = [s["bit_accuracy"] for s in scores]
+        return cal
+
+    def calibrate(self, key: Key, null_models: dict, level: float = null_stats.DEFAULT_LEVEL,
                   explainers=None, seed: int = 0) -> Key:
         """Payload-module bit accuracy of each null model, per explainer, stored in the key (returned).
 
@@ -333,14 +342,9 @@ class StealthMarkQR(Watermark):
         explainers = list(explainers or EXPLAINERS.names())
         key.meta.setdefault("null_calibrations", {})
         key.meta.setdefault("null_bit_accuracy", {})
-        n_pay = int((~key.arrays["shared_modules"].astype(bool)).sum())
-        noise = float(np.sqrt(0.25 / n_pay))  # binomial sampling error of a bit accuracy under random bits
         for name in explainers:
-            scores = [self.bit_scores(self.read_weights(m, key, name, seed)[0], key) for m in null_models.values()]
-            payload_acc = [s["bit_accuracy_payload"] for s in scores]
-            cal = calibration.calibration_from_null_scores(payload_acc, np.array(payload_acc), list(null_models),
-                                                           level, [noise] * len(payload_acc))
+            cal = self.null_calibration(key, null_models, level, name, seed)
+            key.meta["null_bit_accuracy"][name] = cal.pop("bit_accuracy")
             key.meta["null_calibrations"][name] = cal
-            key.meta["null_bit_accuracy"][name] = [s["bit_accuracy"] for s in scores]
         key.meta["null_calibration"] = key.meta["null_calibrations"].get(key.meta["explainer"])
         return key

@@ -97,6 +97,22 @@ def table_columns(table: list[dict]) -> list[Column]:
     return [declared.get(name) or Column(name, None, UNDECLARED) for name in (table[0] if table else [])]
 
 
+def display(row: dict, name: str) -> str:
+    """A cell of ``row`` as people read it: ``fmt``, except that a null-calibrated p-value never shows a
+    number below 1/(K+1) (``harness.calibration.format_null_p``) and a parametric one says so."""
+    from harness.calibration import format_null_p
+
+    value = row.get(name)
+    for stem in ("p_value_null_empirical", "p_value_null_parametric"):
+        if name.startswith(stem) and isinstance(value, float) and not math.isnan(value):
+            suffix = name[len(stem):]  # "" (after the attack) or "_before"
+            if stem.endswith("parametric"):
+                return f"({value:.2g}, parametric)"
+            k = row.get("nulls_before" if suffix else "nulls_after")
+            return format_null_p(value, row.get("p_value_null_parametric" + suffix), int(k) if k else 0)
+    return fmt(value)
+
+
 def fmt(value) -> str:
     """A cell as the report prints it: 4 significant digits, integers without a decimal point, None as ''.
 
@@ -315,4 +331,35 @@ def summary(table: list[dict], matrix: Matrix) -> list[str]:
         seeds = f" ({row.worst.counts_text()})" if row.worst.seeds > 1 else ""
         lines.append(f"removed: {row.label} by {cell['attack']} at strength {fmt(cell['strength'])}, Dice cost "
                      f"{fmt(cell['attack_dice_drop'])}, ASR after {fmt(cell.get('asr_after'))}{seeds}")
+    lines += disagreements(table)
+    return lines
+
+
+def disagreements(table: list[dict]) -> list[str]:
+    """The cells where the paired and the calibrated test disagree after the attack (verified needs both),
+    and those whose verdict changed because the nulls were attacked too: shown, never hidden in a verdict.
+
+    >>> disagreements([{"watermark": "w", "trigger": "t", "model": "m", "seed": 0, "attack": "a", "strength": 1.0,
+    ...                 "paired_verified_after": 0.0, "calibrated_verified_after": 1.0}])
+    ['1 cells where the paired and the calibrated test disagree after the attack (not verified: both must pass): w (t) m seed 0 a 1: calibrated only']
+    """
+    split = [r for r in table if r.get("paired_verified_after") is not None
+             and r.get("calibrated_verified_after") is not None
+             and bool(r["paired_verified_after"]) != bool(r["calibrated_verified_after"])]
+    moved = [r for r in table if r.get("verified_after_clean_calibration") is not None
+             and bool(r["verified_after_clean_calibration"]) != bool(r.get("verified_after"))]
+
+    def name(r):
+        return f"{r['watermark']} ({r['trigger']}) {r['model']} seed {r['seed']} {r['attack']} {fmt(r['strength'])}"
+
+    lines = []
+    if split:
+        lines.append(f"{len(split)} cells where the paired and the calibrated test disagree after the attack (not "
+                     "verified: both must pass): " + "; ".join(
+                         f"{name(r)}: {'paired' if r['paired_verified_after'] else 'calibrated'} only"
+                         for r in split))
+    if moved:
+        lines.append(f"{len(moved)} cells whose verdict differs from the one against the unattacked nulls: " + "; ".join(
+            f"{name(r)}: {'verified' if r.get('verified_after') else 'not verified'} against attacked nulls"
+            for r in moved))
     return lines

@@ -54,8 +54,9 @@ def _num(value) -> float:
 STRENGTH_CAPTION = (
     "{label}: one panel per attack family. Left axis: the verifier's separation score on the attacked model "
     "(score_after, solid lines), filled markers where the mark was verified after the attack, hollow where it was "
-    "not; the red dashed line is the null threshold (the score a clean model exceeds with probability equal to the "
-    "null level); dotted: the score before the attack. Right axis: Dice of the attacked model (thin dashed). "
+    "not; the red dashed line is the unattacked nulls' threshold (the score a clean model exceeds with probability "
+    "equal to the null level), and each attack's thin dash-dotted line is the threshold of the nulls under that same "
+    "attack, which the verdict after the attack is judged against; dotted: the score before the attack. Right axis: Dice of the attacked model (thin dashed). "
     "ASR alone is not evidence: a model that flags every query has ASR = 1 with FPR = 1 and is a removed mark, "
     "which is why the score against the null threshold is drawn, not ASR.")
 
@@ -108,6 +109,10 @@ def plot_strength_curves(rows: list[dict], title: str):
                     ax.plot(*zip(*pts), linestyle="none", marker=marker, markersize=7, color=colour,
                             markerfacecolor=colour if verified else "white", markeredgewidth=1.5,
                             gid=f"{'verified' if verified else 'unverified'}:{attack}")
+            attacked_bound = [_num(r.get("null_threshold_after")) for r in mine]
+            if any(np.isfinite(attacked_bound)):
+                ax.plot(xs, attacked_bound, linestyle="-." if len(mine) > 1 else "none", marker="_", color=colour,
+                        linewidth=0.8, alpha=0.8, gid=f"threshold:{attack}")
             dice = [_num(r.get("dice_attacked")) for r in mine]
             dice_ax.plot(xs, dice, linestyle="--" if len(mine) > 1 else "none", marker="_", color=colour,
                          alpha=0.6, linewidth=1, markersize=8)

@@ -42,11 +42,12 @@ def _read_only_cache(root: Path):
 
 
 def _parse_nulls(label: str):
-    """'5x basic-unet,unet @ 0.05' -> (5, ('basic-unet', 'unet'), 0.05)."""
-    match = re.fullmatch(r"\s*(\d+)x (\S+) @ (\S+)\s*", label or "")
+    """'10x basic-unet @ 0.05' -> (10, 'basic-unet', 0.05); a label of the older, mixed-architecture
+    populations ('5x basic-unet,unet @ 0.05') is not one this harness can rebuild."""
+    match = re.fullmatch(r"\s*(\d+)x ([^\s,]+) @ (\S+)\s*", label or "")
     if not match:
         raise _NotCached(f"null population label {label!r} not understood")
-    return int(match[1]), tuple(match[2].split(",")), float(match[3])
+    return int(match[1]), match[2], float(match[3])
 
 
 @contextlib.contextmanager
@@ -75,7 +76,7 @@ def _gallery_panels(results: Path, row: dict, n_samples: int) -> tuple[list[tupl
     """(title, picture on the watermarked model, picture on a null model) for one mark, from the cache only."""
     from harness.artifact_guard import DEFAULT_MASK, explain
     from harness.feature_masks import make_feature_mask
-    from harness.nulls import members, population_spec, same_architecture, train_null
+    from harness.nulls import members, population_spec, train_null
     from harness.presets import get_preset
     from harness.registry import find_watermark
     from harness.tasks import embedded_model_and_key
@@ -84,11 +85,11 @@ def _gallery_panels(results: Path, row: dict, n_samples: int) -> tuple[list[tupl
     cache = _read_only_cache(results / "cache")
     seed = int(row["seed"])
     preset = get_preset(row["preset"])
-    seeds, models, level = _parse_nulls(row["nulls"])
-    spec = population_spec(row["preset"], seeds, models)
+    count, model, level = _parse_nulls(row["nulls"])
+    spec = population_spec(row["preset"], model, count)
     chosen = members(spec, seed)
     names = {member.name: None for member in chosen}  # the key's spec needs the names only
-    null_name = same_architecture(names, row["model"])
+    null_name = chosen[0].name
     wm = find_watermark(row["watermark"])(trigger=row["trigger"])
     # splits=None: only a training run would use them, and the read-only cache never trains.
     marked, key = embedded_model_and_key(cache, wm, row["model"], row["dataset"], preset, seed, None, names, level)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.leaderboard import LEADERBOARD_FILE
 from harness.metrics import Column
-from harness.report.data import NO_ATTACK, TEXT_COLUMNS, THIEF_ORDER, UNDECLARED, Matrix, MatrixCell, fmt
+from harness.report.data import NO_ATTACK, TEXT_COLUMNS, THIEF_ORDER, UNDECLARED, Matrix, MatrixCell, display, fmt
 from harness.report.figures import COST_CAPTION, Figure
 from harness.verdicts import DESTROYED, NEVER_VERIFIED, NOT_REMOVED, REMOVED, SURVIVED, cell_verdict
 
@@ -48,6 +48,23 @@ class Content:
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     existing: list[Path] = field(default_factory=list)  # readable PNGs under results/figures
+    seeds: list[dict] = field(default_factory=list)  # harness.report.seeds.over_seeds
+
+
+SEEDS_INTRO = ("Each mark's figures before any attack, over the seeds it was run with (a seed is an independent "
+               "set of models: clean, watermarked and nulls): the mean, a 95% interval (Student t over seeds; "
+               "Wilson for the share of seeds verified), each seed's value, and the issue's bar judged on the "
+               "mean (for the method under test only).")
+
+
+def seeds_view(content: Content) -> list[dict]:
+    rows = []
+    for r in content.seeds:
+        label = f"{r['watermark']} ({r['trigger']}) {r['model']} {r['dataset']} {r['preset']}"
+        rows.append({"mark": label, "metric": r["metric"], "seeds": str(r["seeds"]), "mean": fmt(r["mean"]),
+                     "interval": f"[{fmt(r['low'])}, {fmt(r['high'])}]",
+                     "values": ", ".join(fmt(v) for v in r["values"]), "bar": r["bar"], "met": r["bar_met"]})
+    return rows
 
 
 def generated_day() -> str:
@@ -96,7 +113,7 @@ def cell_view(cell: MatrixCell | None, attack: str, budget: float) -> dict:
         title += (f" ({which} of {cell.strengths} strength{'s' if cell.strengths != 1 else ''} tried): strength "
                   f"{fmt(row.get('strength'))}, Dice cost {fmt(row.get('attack_dice_drop'))} (budget {budget:g}), "
                   f"ASR after {fmt(row.get('asr_after'))}, FPR after {fmt(row.get('fpr_after'))}, score after "
-                  f"{fmt(row.get('score_after'))} vs null threshold {fmt(row.get('null_threshold'))}")
+                  f"{fmt(row.get('score_after'))} vs attacked nulls' threshold {fmt(row.get('null_threshold_after'))}")
     if counts:
         title += f"; seeds: {counts}"
     return {"verdict": cell.verdict, "cls": verdict_class(cell.verdict), "label": _label(cell.verdict, attack),
@@ -181,7 +198,7 @@ def table_view(content: Content) -> dict:
         for col in content.columns:
             value = row.get(col.name)
             sort = None if col.name in TEXT_COLUMNS else _sort_value(value)
-            cells.append({"text": fmt(value), "v": sort, "cls": "" if sort is not None else "text"})
+            cells.append({"text": display(row, col.name), "v": sort, "cls": "" if sort is not None else "text"})
         rows.append({"removed": v == REMOVED and row.get("attack") != NO_ATTACK, "cells": cells})
     return {"columns": columns, "rows": rows}
 
@@ -214,6 +231,7 @@ def render_html(content: Content) -> str:
     return _environment().get_template("report.html.j2").render(
         generated=f"{GENERATED_PREFIX}{generated_day()}", matrix=matrix_view(content.matrix),
         matrix_intro=MATRIX_INTRO, summary=content.summary, table=table_view(content),
+        seeds=seeds_view(content), seeds_intro=SEEDS_INTRO,
         leaderboard_file=LEADERBOARD_FILE, sections=sections)
 
 
@@ -247,6 +265,13 @@ def render_markdown(content: Content) -> str:
                    + " | ".join(_md_cell(c) for c in row["cells"]) + " |")
     out.append("")
     out += ["## Summary", ""] + [f"- {line}" for line in content.summary] + [""]
+    seeds = seeds_view(content)
+    if seeds:
+        out += ["## Across seeds", "", SEEDS_INTRO, "",
+                "| mark | metric | seeds | mean | 95% interval | per seed | bar | met on the mean |",
+                "|---|---|---:|---:|---|---|---|---|"]
+        out += [f"| {_md(r['mark'])} | {r['metric']} | {r['seeds']} | {r['mean']} | {r['interval']} | {r['values']} | "
+                f"{_md(r['bar'])} | {r['met']} |" for r in seeds] + [""]
     table = table_view(content)
     out += ["## Leaderboard", "",
             (f"One row per cell ({len(content.table)} rows), as in `{LEADERBOARD_FILE}` (numbers rounded to 4 "

@@ -2,7 +2,9 @@
 
 Trains every baseline, StealthMark with every trigger family, the 10-model null
 population and 6 held-out null models: about 25 minutes on 2 cores, so it is
-not part of the default run. Run it with::
+not part of the default run. The full false-accusation certification (at least
+59 held-out innocent models over three architectures) is `harness certify`, whose
+records are committed in results/certification/; this is its smaller re-run. Run it with::
 
     .venv/bin/python -m pytest -m claims
 
@@ -17,13 +19,15 @@ import os
 import pytest
 
 from harness.artifact_guard import artifact_check
+from harness.attack import AttackerKit
 from harness.cache import ArtifactCache
+from harness.calibration import clopper_pearson_upper
 from harness.data import make_splits
 from harness.nulls import null_population, population_spec
 from harness.presets import get_preset
-from harness.registry import BASELINES, EXPLAINERS, WATERMARKS
+from harness.registry import ATTACKS, BASELINES, EXPLAINERS, WATERMARKS
 from harness.runner import benchmark
-from harness.tasks import embedded_model_and_key
+from harness.tasks import attack_population, embedded_model_and_key
 from harness.training import DEFAULT_THREADS, torch_threads
 from harness.watermark import trigger_from_spec
 
@@ -91,7 +95,7 @@ def owner(results, before):
     preset = get_preset("tiny")
     cache = ArtifactCache(os.path.join(results, "cache"))
     splits = make_splits("synthetic-polyp", preset, 0)
-    spec = population_spec("tiny")
+    spec = population_spec("tiny", "basic-unet")
     nulls = null_population(cache, "synthetic-polyp", preset, 0, spec, log=lambda m: None)
     held_out = null_population(cache, "synthetic-polyp", preset, 0, spec, held_out=HELD_OUT, log=lambda m: None)
     marks = [(BASELINES.get(name)(), name) for name in BASELINES.names()]
@@ -99,25 +103,37 @@ def owner(results, before):
     with torch_threads(DEFAULT_THREADS):  # as the run of `before` trained them: its cache entries, not retrained
         keyed = {label: (wm, *embedded_model_and_key(cache, wm, "basic-unet", "synthetic-polyp", preset, 0, splits,
                                                      nulls)) for wm, label in marks}
-    return keyed, nulls, held_out
+    return keyed, nulls, held_out, splits
 
 
-def test_held_out_nulls_are_falsely_accused_at_most_at_the_stated_level(owner):
-    keyed, nulls, held_out = owner
+def test_no_held_out_null_is_accused_clean_or_pruned_and_the_bound_counts_models(owner):
+    """Each held-out model is queried with every mark's key, as it is and after pruning 30% of its weights
+    (judged against the nulls pruned the same way). The unit is the model: with none of 6 accused, the
+    one-sided 95% Clopper-Pearson bound on the false-accusation rate is 0.393, all that 6 models can show
+    (`harness certify` runs the >= 59 models the 5% claim needs)."""
+    keyed, nulls, held_out, splits = owner
     assert not set(held_out) & set(nulls), "held-out nulls must not have set any threshold"
-    trials = accused = 0
-    for wm, _, key in keyed.values():
-        for model in held_out.values():
-            result = wm.verify(model, key, certify=False)
-            accused += result.p_value_null < key.meta["null_calibration"]["level"]
-            trials += 1
-    assert trials == len(keyed) * HELD_OUT
-    assert accused / trials <= 0.05, f"{accused} of {trials} held-out (mark, null) pairs beyond the threshold"
+    prune = ATTACKS.get("prune")()
+    kit = AttackerKit(splits.attacker, "basic-unet", get_preset("tiny"), null_models=nulls)
+    with torch_threads(DEFAULT_THREADS):
+        pruned_nulls = attack_population(prune, nulls, kit, 0.3, 0)
+        accused = set()
+        for label, (wm, _, key) in keyed.items():
+            pruned_calibration = wm.null_calibration(key, pruned_nulls, key.meta["null_calibration"]["level"])
+            for name, model in held_out.items():
+                if wm.verify(model, key, certify=False).verified:
+                    accused.add((name, label, "clean"))
+                if wm.verify(prune.apply(model, kit, 0.3, 0), key, certify=False,
+                             calibration=pruned_calibration).verified:
+                    accused.add((name, label, "pruned 0.3"))
+    models_accused = len({name for name, _, _ in accused})
+    assert models_accused == 0, f"accused: {sorted(accused)}"
+    assert round(clopper_pearson_upper(models_accused, len(held_out)), 3) == 0.393
 
 
 @pytest.mark.parametrize("explainer", EXPLAINERS.names())
 def test_artifact_guard_flags_exactly_the_model_independent_explainer(owner, explainer):
-    keyed, nulls, _ = owner
+    keyed, nulls, _, _ = owner
     wm, marked, key = keyed["stealthmark/patch"]
     image = trigger_from_spec(key.meta["watermark"]["trigger"]).apply(key.queries().images[:1])[0]
     result = artifact_check(explainer, marked, nulls, image, n_samples=1000)
@@ -128,7 +144,7 @@ def test_artifact_guard_flags_exactly_the_model_independent_explainer(owner, exp
 def test_every_explainer_runs_stealthmarks_verification(owner, explainer):
     """The swappable-explainer issue: each explainer reads the certificate on the watermarked model,
     and none reads it on a null model (whose detector does not fire)."""
-    keyed, nulls, _ = owner
+    keyed, nulls, _, _ = owner
     wm, marked, key = keyed["stealthmark/patch"]
     result = wm.verify(marked, key, explainer=explainer)
     assert result.verified and result.qr_decoded, f"{explainer}: read {result.payload_read!r}"
