@@ -2,12 +2,18 @@
 # Regenerates the committed results/ from a clean checkout, so that every record names a commit
 # anyone can check out and re-run. Refuses a dirty tree: records would name "<commit>-dirty".
 #
-#   bash scripts/regenerate_results.sh [--models]
+#   bash scripts/regenerate_results.sh [SECTION ...]
+#
+# Sections, in this order when none is named: default (the README job at seeds 0, 1, 2), certify (the
+# false-accusation bound and the two-owner table), suite (every attack but distillation, seed 0),
+# marks (the other triggers and baselines, before any attack), report. Also: suite-seeds (the suite at
+# seeds 1 and 2), distill (the three distillation attacks, seed 0: an hour and more on 2 cores, since
+# each trains five attacked nulls), models (StealthMark in every architecture, each against nulls of
+# its own). Naming sections reuses WORK's records, so a later section can be added to the same results.
 #
 # The runs write to a work folder outside the tree (WORK, default a new temporary folder; point it at
 # an earlier WORK to reuse its cached models), so the tree stays clean while records are written; the
 # records, leaderboards and report then replace those in results/.
-# --models also re-runs StealthMark in every registered architecture (about 30 more minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
@@ -16,22 +22,33 @@ if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
 fi
 PY=.venv/bin/python
 WORK=${WORK:-$(mktemp -d)}
-rm -rf "$WORK/runs" "$WORK/leaderboard.csv" "$WORK/worst_case.csv" "$WORK/report"
+rm -rf "$WORK/leaderboard.csv" "$WORK/worst_case.csv" "$WORK/report"
 TIMEFORMAT='   %R s'
 step() { echo "== $*" >&2; time "$@" --results "$WORK"; }
-# The default job first (it trains the shared null population), then everything that reuses it.
-step $PY -m harness run --attack prune
-step $PY -m harness run --attack all
-step $PY -m harness run --watermark stealthmark --trigger text,border,noise,warp,blend --attack none
-step $PY -m harness run --watermark blended,border-backdoor,noise-backdoor,text-backdoor,wanet --attack none
-step $PY -m harness run --watermark stealthmark --explainer all --attack none
-if [ "${1:-}" = "--models" ]; then
-  step $PY -m harness run --watermark stealthmark --model unet,attention-unet,segresnet,swin-unetr,unetr,sam --attack none
-fi
-step $PY -m harness report
-rm -rf results/runs results/report/figures
+SUITE=blur,brightness,contrast,downscale,fine-prune,ftal,ftll,gamma,gauss-noise,hflip,jpeg,median,none,overwrite
+SUITE=$SUITE,prune-channels,prune-layer,quantize,rtal,rtll,weight-noise
+sections=("$@")
+[ ${#sections[@]} -gt 0 ] || sections=(default certify suite marks report)
+for section in "${sections[@]}"; do
+  case $section in
+    default) step $PY -m harness run --attack prune --seed 0,1,2 ;;
+    certify) step $PY -m harness certify ;;
+    suite) step $PY -m harness run --attack $SUITE ;;
+    suite-seeds) step $PY -m harness run --attack $SUITE --seed 1,2 ;;
+    distill) step $PY -m harness run --attack distill-hard,distill-soft,distill-arch ;;
+    marks)
+      step $PY -m harness run --watermark stealthmark --trigger text,border,noise,warp,blend --attack none
+      step $PY -m harness run --watermark blended,border-backdoor,noise-backdoor,text-backdoor,wanet --attack none
+      step $PY -m harness run --watermark stealthmark --explainer all --attack none ;;
+    models) step $PY -m harness run --watermark stealthmark --model unet,attention-unet,segresnet,swin-unetr,unetr,sam --attack none ;;
+    report) step $PY -m harness report ;;
+    *) echo "regenerate: unknown section $section" >&2; exit 2 ;;
+  esac
+done
+rm -rf results/runs results/report/figures results/certification
 cp -r "$WORK/runs" results/runs
 cp "$WORK/leaderboard.csv" "$WORK/worst_case.csv" results/
-cp -r "$WORK/report/figures" results/report/figures
-cp "$WORK/report/report.html" "$WORK/report/report.md" results/report/
+[ -d "$WORK/certification" ] && cp -r "$WORK/certification" results/certification
+[ -d "$WORK/report" ] && cp -r "$WORK/report/figures" results/report/figures \
+  && cp "$WORK/report/report.html" "$WORK/report/report.md" results/report/
 echo "results/ regenerated from $(git rev-parse HEAD); work folder: $WORK" >&2

@@ -13,6 +13,7 @@ from harness.report.data import attacked_marks, build_matrix, load_table, mark_l
 from harness.report.figures import COST_CAPTION, STRENGTH_CAPTION, Figure, plot_cost_scatter, plot_strength_curves, png
 from harness.report.gallery import gallery_figures
 from harness.report.render import FIGURES_DIR, Content, render_html, render_markdown
+from harness.report.seeds import over_seeds
 from harness.verdicts import DEFAULT_DICE_BUDGET
 
 REPORT_DIR = "report"
@@ -95,7 +96,8 @@ def write_report(results_dir: str | Path = "results", out_dir: str | Path | None
         if stale not in paths:
             stale.unlink()
     matrix = build_matrix(table, dice_budget)
-    content = Content(table, table_columns(table), matrix, summary(table, matrix), figures, notes, existing)
+    content = Content(table, table_columns(table), matrix, summary(table, matrix), figures, notes, existing,
+                      over_seeds(table))
     md = render_markdown(content)
     # The Markdown links figures relative to itself; existing figures via ../figures only when out is results/report.
     if out.resolve() != (results / REPORT_DIR).resolve():
