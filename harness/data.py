@@ -10,14 +10,19 @@ Two kinds of dataset, told apart by ``__len__`` (see :func:`is_finite`):
 * **Finite** (folder loaders such as ``kvasir``; ``__len__``, ``needs_root = True``):
   a permutation seeded by the run seed is cut into owner_train / owner_verify /
   attacker / test in the preset's proportions (capped at the preset's sizes).
-  A null model is an independent party: it must never see the owner's images,
-  and a finite folder has no unseen images left, so null ``k`` trains on a
-  bootstrap resample (seeded by its own seed and ``k``) of the non-owner pool,
-  attacker + test. Resampling gives every null a different training set, as
-  independent parties would have. Two consequences: the nulls' test Dice is
-  optimistic (they saw test images), and nulls share images with the attacker,
-  which makes a stolen model harder, not easier, to tell from a null -- the
-  conservative direction for ownership claims.
+  A null model is an independent party: it must never see the owner's images.
+  Its pool is every image that is not the owner's: attacker, test, and the
+  images beyond the preset's split sizes. Null ``k`` trains on the k-th of
+  disjoint slices of the pool (as many images as the owner trained on) while
+  the pool has room for it, as independent parties would; beyond that it
+  trains on a bootstrap resample of the pool, seeded by its own seed and
+  ``k``. Resampled nulls share images with each other, so they are more alike
+  than independent parties: their scores spread less, and a threshold set on
+  them is lower than it should be -- the anti-conservative direction, which
+  makes an innocent model easier to accuse. ``null_overlap`` measures the
+  sharing and the key records it. Two further consequences: the nulls' test
+  Dice is optimistic (they saw test images), and nulls share images with the
+  attacker.
 
 The runner and CLI call::
 
@@ -181,21 +186,51 @@ def make_splits(dataset_name: str, preset: Preset, seed: int, root: str | None =
     return Splits(*(_draw(dataset, s, n, seed) for s, n in zip(starts, sizes, strict=True)))
 
 
+def _null_pool(dataset, name: str, preset: Preset, split_seed: int) -> tuple[list[int], int]:
+    """The non-owner images of the run seeded ``split_seed``, in a fixed shuffled order, and how many
+    images a null trains on (as many as the owner)."""
+    owner_train, owner_verify, _, _ = _finite_parts(dataset, name, preset, split_seed)
+    owners = set(owner_train) | set(owner_verify)
+    pool = [i for i in range(len(dataset)) if i not in owners]
+    order = np.random.default_rng([int(split_seed), _NULL_SALT]).permutation(len(pool))
+    return [pool[i] for i in order], len(owner_train)
+
+
+def _null_indices(dataset, name: str, preset: Preset, seed: int, null_index: int, split_seed: int) -> list[int]:
+    pool, size = _null_pool(dataset, name, preset, split_seed)
+    if (null_index + 1) * size <= len(pool):  # room for one more disjoint slice
+        return pool[null_index * size:(null_index + 1) * size]
+    rng = np.random.default_rng([int(seed), int(null_index), _NULL_SALT])
+    return rng.choice(np.array(pool), size=size, replace=True).tolist()
+
+
+def null_overlap(dataset_name: str, preset: Preset, members, root: str | None = None, options: dict | None = None,
+                 split_seed: int | None = None) -> float:
+    """Share of the nulls' training images that another null also trained on (0: fully disjoint).
+
+    ``members``: (seed, null_index) of each null. Procedural datasets draw every null from fresh
+    images, so 0.0 without reading anything.
+    """
+    dataset = open_dataset(dataset_name, preset.image_size, root=root, options=options)
+    if not is_finite(dataset):
+        return 0.0
+    drawn = [set(_null_indices(dataset, dataset_name, preset, seed, k, split_seed)) for seed, k in members]
+    shared = sum(len(mine & set().union(*(d for j, d in enumerate(drawn) if j != i))) for i, mine in enumerate(drawn))
+    return shared / max(1, sum(len(d) for d in drawn))
+
+
 def null_training_set(dataset_name: str, preset: Preset, seed: int, null_index: int, root: str | None = None,
                       options: dict | None = None, split_seed: int | None = None) -> Split:
     """Training images for the ``null_index``-th null model: same distribution, no image of the owner's.
 
-    Procedural: a block of fresh images far beyond every split. Finite: a bootstrap
-    resample, seeded by ``(seed, null_index)``, of the attacker + test images of the
-    run seeded ``split_seed``, as many as the owner trained on.
+    Procedural: a block of fresh images far beyond every split. Finite: see the module docstring
+    (a disjoint slice of the non-owner pool of the run seeded ``split_seed`` while it has room,
+    else a bootstrap resample of it), as many images as the owner trained on.
     """
     dataset = open_dataset(dataset_name, preset.image_size, root=root, options=options)
     if is_finite(dataset):
         if split_seed is None:
             raise ValueError("null_training_set on a finite dataset needs split_seed (the run seed)")
-        owner_train, _, attacker, test = _finite_parts(dataset, dataset_name, preset, split_seed)
-        pool = np.array(sorted(attacker + test))
-        rng = np.random.default_rng([int(seed), int(null_index), _NULL_SALT])
-        return _load(dataset, rng.choice(pool, size=len(owner_train), replace=True).tolist())
+        return _load(dataset, _null_indices(dataset, dataset_name, preset, seed, null_index, split_seed))
     start = NULL_DATA_OFFSET + null_index * preset.owner_train
     return _draw(dataset, start, preset.owner_train, seed)

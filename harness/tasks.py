@@ -166,8 +166,11 @@ def clean_model(ctx: Context, setting: Setting):
 
 
 def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, preset, seed: int, splits,
-                           nulls: dict, null_level: float = DEFAULT_LEVEL, device: str = "cpu"):
-    """The watermarked model (on ``device``) and the owner's key, calibrated against ``nulls`` (both cached)."""
+                           nulls: dict, null_level: float = DEFAULT_LEVEL, device: str = "cpu",
+                           null_overlap: float | None = None):
+    """The watermarked model (on ``device``) and the owner's key, calibrated against ``nulls`` (both cached).
+    ``null_overlap``: on a folder dataset, the share of the nulls' training images shared between them
+    (``harness.data.null_overlap``); the key records it."""
     wm_spec = {"kind": "watermarked", "watermark": wm.spec(), "model": model,
                "model_version": plugin_version(MODELS.get(model)), "dataset": dataset,
                "preset": preset.as_dict(), "seed": seed, **recipe_key()}
@@ -177,18 +180,32 @@ def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, p
     marked = to_device(marked, device)
     key_spec = {**wm_spec, "null_population": {"members": list(nulls), "level": null_level, "dataset": dataset},
                 "calibration": CALIBRATION_FORMAT}
-    key = cache.file("keys", key_spec, lambda: wm.calibrate(wm.make_key(marked, splits, preset, seed), nulls,
-                                                            null_level), Key.load)
-    return marked, key
+    if null_overlap is not None:
+        key_spec["null_data_overlap"] = null_overlap
+
+    def calibrated_key():
+        key = wm.calibrate(wm.make_key(marked, splits, preset, seed), nulls, null_level)
+        if null_overlap is not None:
+            key.meta["null_data_overlap"] = null_overlap
+        return key
+
+    return marked, cache.file("keys", key_spec, calibrated_key, Key.load)
 
 
 def marked_model_and_key(ctx: Context, mark: Mark):
     key = ("mark", ctx.results, ctx.device, mark, ctx.null_seeds, ctx.null_level)
     if key not in _MEMO:
         s = mark.setting
+        overlap = None
+        if s.data_dir is not None:  # a folder: its nulls may share images (harness.data)
+            from harness.data import null_overlap
+
+            _, chosen = _population(ctx, s)
+            overlap = null_overlap(s.dataset, get_preset(s.preset), [(m.seed, m.index) for m in chosen],
+                                   root=s.data_dir, options=dict(s.dataset_options), split_seed=s.seed)
         _MEMO[key] = embedded_model_and_key(_cache(ctx), mark.build(), s.model, data_fingerprint(s),
                                             get_preset(s.preset), s.seed, splits_of(s), null_models(ctx, s),
-                                            ctx.null_level, device=ctx.device)
+                                            ctx.null_level, device=ctx.device, null_overlap=overlap)
     return _MEMO[key]
 
 

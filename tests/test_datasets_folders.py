@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.data import (dataset_fingerprint, is_finite, make_splits, null_training_set, open_dataset,
+from harness.data import (dataset_fingerprint, is_finite, make_splits, null_overlap, null_training_set, open_dataset,
                           split_indices)
 from harness.errors import HarnessError
 from harness.presets import PRESETS
@@ -378,17 +378,42 @@ def test_finite_splits_disjoint_deterministic_and_nulls_avoid_owner(tmp_path):
     assert sum(map(len, which.values())) == n and len(set().union(*which.values())) == n
     assert which["owner_train"] == set(parts[0])
 
+    # Every image but the owner's is in the nulls' pool (here every image is in some split).
     pool = which["attacker"] | which["test"]
-    seen = set()
+    drawn = []
     for k in range(3):
         null = null_training_set("kvasir", SMOKE, 10 + k, k, root=str(root), split_seed=3)
-        drawn = [index_of[key(img)] for img in null.images]
-        assert len(null) == len(splits.owner_train) and set(drawn) <= pool
-        seen.add(tuple(sorted(drawn)))
-    assert len(seen) > 1  # different resamples for different nulls
+        drawn.append([index_of[key(img)] for img in null.images])
+        assert len(null) == len(splits.owner_train) and set(drawn[-1]) <= pool
+    assert len({tuple(sorted(d)) for d in drawn}) == 3  # a different training set for each null
+    # The pool holds no disjoint slice of the owner's size here, so they are resamples, and share images:
+    overlap = null_overlap("kvasir", SMOKE, [(10 + k, k) for k in range(3)], root=str(root), split_seed=3)
+    assert 0 < overlap <= 1
     fp = dataset_fingerprint("kvasir", str(root))
     assert fp == "kvasir:" + data.fingerprint() and fp != dataset_fingerprint("kvasir", str(root), {"split": "all",
                                                                                           "mask_threshold": 128})
+
+
+def test_folder_nulls_take_disjoint_slices_while_the_pool_has_room(tmp_path):
+    """A folder larger than the preset's splits leaves images no split uses; with room for them, the
+    nulls train on disjoint slices (overlap 0), and only members beyond the room are resampled."""
+    per_null = SMOKE.owner_train
+    used = SMOKE.owner_train + SMOKE.owner_verify + SMOKE.attacker + SMOKE.test
+    root = write_kvasir(tmp_path / "k", n=used + 2 * per_null)  # room for exactly 2 + (attacker + test) slices
+    room = (used - SMOKE.owner_train - SMOKE.owner_verify + 2 * per_null) // per_null
+    data = open_dataset("kvasir", SMOKE.image_size, root=str(root))
+    all_images, _ = data.generate(range(len(data)), 0)
+    key = lambda t: tuple(t.flatten()[:50].tolist())  # noqa: E731
+    index_of = {key(img): i for i, img in enumerate(all_images)}
+    splits = make_splits("kvasir", SMOKE, 3, root=str(root))
+    owners = {index_of[key(img)] for img in torch.cat([splits.owner_train.images, splits.owner_verify.images])}
+    sets = [{index_of[key(img)] for img in null_training_set("kvasir", SMOKE, 10 + k, k, root=str(root),
+                                                             split_seed=3).images} for k in range(room)]
+    assert all(len(s) == per_null and not s & owners for s in sets)
+    assert all(not a & b for i, a in enumerate(sets) for b in sets[i + 1:])
+    assert null_overlap("kvasir", SMOKE, [(10 + k, k) for k in range(room)], root=str(root), split_seed=3) == 0.0
+    assert null_overlap("kvasir", SMOKE, [(10 + k, k) for k in range(room + 2)], root=str(root), split_seed=3) > 0
+    assert null_overlap("synthetic-polyp", SMOKE, [(1, 0), (2, 1)]) == 0.0
 
 
 def test_too_few_images(tmp_path):

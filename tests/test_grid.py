@@ -272,6 +272,10 @@ def test_a_folder_dataset_runs_end_to_end_and_is_named_by_its_files(tmp_path):
                         strengths=[0.5], null_seeds=3, results=tmp_path / "results", log=QUIET)
     (record,) = outcome.records
     assert record.status == "ok" and record.spec["dataset"].startswith("kvasir:")
+    # 40 images at smoke leave no room for a disjoint null: the key says how much the resampled nulls share.
+    from harness.watermark import Key
+
+    assert 0 < Key.load(outcome.keys["badnets"]).meta["null_data_overlap"] <= 1
     (folder / "masks" / "c000.png").unlink()  # a changed copy is a different dataset, checked before any work
     with pytest.raises(HarnessError, match="c000.png has no mask"):
         benchmark(watermarks=["badnets"], dataset="kvasir", data_dir=str(folder), preset="smoke", strengths=[0.5],
