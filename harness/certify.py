@@ -253,8 +253,8 @@ def _verify_setting(ctx, s: Setting, held_out: int, two_owner_model: str, waterm
                                                     calibration)["verified"]
             row["accused"] = row["clean_verified"] or any(row[f"{label}_verified"] for label in calibrations)
             rows.append(row)
-        log(f"certify: {owner.label} key on {s.model}: {sum(r['accused'] for r in rows if r['key'] == owner.label and r['model'] == s.model)} "
-            f"of {len(innocents)} innocent models accused")
+        accused = sum(r["accused"] for r in rows if r["key"] == owner.label)
+        log(f"certify: {owner.label} key on {s.model}: {accused} of {len(innocents)} innocent models accused")
     return rows
 
 
@@ -288,9 +288,10 @@ def owners_table(ctx, setting: Setting, watermarks, marks: dict) -> list[dict]:
             b = Owner("B", watermark, b_trigger, setting.seed + OWNER_B_SEED_OFFSET)
             (a_model, a_key), (b_model, b_key) = marks[(setting.model, a)], marks[(setting.model, b)]
             row = {"scheme": watermark, "case": case, "model": setting.model, "A": a.label, "B": b.label}
-            for who, wm, model, key in (("A_key_on_A", a.build(), a_model, a_key), ("A_key_on_B", a.build(), b_model, a_key),
-                                        ("B_key_on_B", b.build(), b_model, b_key), ("B_key_on_A", b.build(), a_model, b_key)):
-                v = _verdict(wm, model, key)
+            queries = (("A_key_on_A", a, a_model, a_key), ("A_key_on_B", a, b_model, a_key),
+                       ("B_key_on_B", b, b_model, b_key), ("B_key_on_A", b, a_model, b_key))
+            for who, key_owner, model, key in queries:
+                v = _verdict(key_owner.build(), model, key)
                 row.update({f"{who}_verified": v["verified"], f"{who}_score": v["score"],
                             f"{who}_p_null": format_null_p(v["p_null_empirical"], v["p_null_parametric"],
                                                            v["nulls"] or 0)})
@@ -322,7 +323,8 @@ def write(result: Certification, folder: Path, spec: dict) -> None:
 
 def summary_markdown(result: Certification) -> str:
     lines = ["| scheme | innocent models | architectures | held-out nulls | other owners' marks | accused clean | "
-             "accused after an attack | accused (any) | 95% upper bound |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "accused after an attack | accused (any) | 95% upper bound |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in result.summary:
         attacked = ", ".join(f"{k[len('accused_'):]}: {v}" for k, v in s.items()
                              if k.startswith("accused_") and k not in ("accused_clean", "accused_any"))
