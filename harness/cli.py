@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["explainers", "train"], help="what to benchmark")
     bench.add_argument("--model", default=None,
                        help="explainers: one model (default basic-unet); train: comma-separated models or all "
-                            "(default basic-unet,unet, the default null population)")
+                            "(default basic-unet,unet)")
     bench.add_argument("--preset", default="tiny")
     bench.add_argument("--samples", type=int, default=1000, help="perturbations per explanation (default 1000)")
     bench.add_argument("--batch-size", type=int, default=64, help="images per forward call (default 64)")
