@@ -31,18 +31,25 @@ the same attack, strength and seed rule):
    normal approximation). It replaces an unpaired Fisher test on flagged answers, which
    treated the 2M answers as independent and depended on a per-answer cut
    fixed on the unattacked model.
-2. **Calibrated test.** s must exceed every one of the K null scores (the
-   empirical p-value ``(1 + #{null >= s}) / (K + 1)`` is then 1/(K+1), the
-   smallest the data can give) *and* exceed a one-sided Gaussian prediction
-   bound over the null scores (Student t with K-1 degrees of freedom, level
-   0.05 by default; its spread is never below the nulls' own sampling error).
-   The bound is parametric, so its p-value is labelled parametric wherever it
-   is shown, and the key records a Shapiro-Wilk test of the null scores'
-   normality. With K = 10 the empirical p-value alone cannot go below 0.09,
-   so it cannot carry a 5% decision; the parametric bound does, and its
-   false-accusation rate is not taken from the model but certified on
-   held-out innocent models (``harness certify``: a Clopper-Pearson upper
-   bound over distinct models, never over answers).
+2. **Calibrated test.** Is s unusual among the K null scores? The empirical
+   p-value ``(1 + #{null >= s}) / (K + 1)`` is valid whatever the null
+   scores' distribution: an innocent model exchangeable with the K nulls
+   gets p <= level with probability at most level. With K >= 19 it can reach
+   0.05, and the test is ``p_empirical <= level``: a suspect beyond every one
+   of 19 nulls. With fewer nulls (the five attacked nulls of a training
+   attack, small test populations) the empirical p-value cannot reach the
+   level, and the test falls back on a one-sided Gaussian prediction bound
+   (Student t with K-1 degrees of freedom; its spread never below the
+   nulls' own sampling error) *and* beyond every null. That fallback is
+   parametric: its p-value is labelled so wherever it is shown, and the key
+   records a Shapiro-Wilk test of the null scores' normality. Measured at
+   `tiny` (0.5, seed 0-2): normality was rejected (p < 0.05) for 5 of 6 null
+   populations, and with K = 10 the parametric rule accused 1 of the 10
+   nulls when each was judged against the other nine; that is why the
+   default population is 19 models and the decision empirical. Either way,
+   ``harness certify`` measures the rule's false-accusation rate on held-out
+   innocent models (a Clopper-Pearson upper bound over distinct models,
+   never over answers).
 
 Verified means both tests pass. Where they disagree the record says which
 one passed (``paired_verified_*``, ``calibrated_verified_*``), so no
@@ -195,22 +202,45 @@ def paired_p_value(triggered: np.ndarray, benign: np.ndarray) -> float:
     return float(stats.binomtest(int(np.sum(differences > 0)), moved, 0.5, alternative="greater").pvalue)
 
 
+def empirical_suffices(k: int, level: float) -> bool:
+    """Can K nulls alone carry a decision at ``level``, i.e. is 1/(K+1) <= level?
+
+    >>> empirical_suffices(19, 0.05), empirical_suffices(18, 0.05), empirical_suffices(5, 0.05)
+    (True, False, False)
+    """
+    return 1 / (k + 1) <= level + 1e-12
+
+
 def decide(paired_p: float, alpha: float, score: float, calibration: dict) -> dict:
     """The verdict rule of the module docstring: both tests, and each one's outcome.
 
+    With 5 nulls the calibrated test is the parametric fallback (1/6 > 0.05):
+
     >>> cal = calibration_from_null_scores([0.0, 0.02, -0.02, 0.05, -0.05], np.zeros(10), list("abcde"))
     >>> d = decide(1e-6, 0.01, 0.5, cal)
-    >>> d["verified"], d["p_value_empirical"], d["beyond_all_nulls"]
-    (True, 0.16666666666666666, True)
+    >>> d["verified"], d["p_value_empirical"], d["basis"]
+    (True, 0.16666666666666666, 'parametric')
     >>> decide(0.2, 0.01, 0.5, cal)["calibrated_verified"], decide(0.2, 0.01, 0.5, cal)["verified"]
     (True, False)
+
+    With 19 the empirical p-value decides, whatever the shape of the null scores:
+
+    >>> cal = calibration_from_null_scores(list(np.linspace(0, 1, 19)), np.zeros(10), [str(i) for i in range(19)])
+    >>> decide(1e-6, 0.01, 1.01, cal)["basis"], decide(1e-6, 0.01, 1.01, cal)["verified"]
+    ('empirical', True)
+    >>> decide(1e-6, 0.01, 0.99, cal)["verified"]  # beyond 18 of the 19: p = 2/20
+    False
     """
     p_param = parametric_p_value(score, calibration)
     p_emp = empirical_p_value(score, calibration["null_scores"])
     beyond = bool(score > max(calibration["null_scores"]))
-    calibrated = bool(beyond and p_param < calibration["level"])
+    level = calibration["level"]
+    if empirical_suffices(len(calibration["null_scores"]), level):
+        basis, calibrated = "empirical", bool(p_emp <= level)
+    else:
+        basis, calibrated = "parametric", bool(beyond and p_param < level)
     paired = bool(paired_p < alpha)
-    return {"p_value_parametric": p_param, "p_value_empirical": p_emp, "beyond_all_nulls": beyond,
+    return {"p_value_parametric": p_param, "p_value_empirical": p_emp, "beyond_all_nulls": beyond, "basis": basis,
             "calibrated_verified": calibrated, "paired_verified": paired, "verified": calibrated and paired}
 
 

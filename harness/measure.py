@@ -51,11 +51,13 @@ def _verification_columns(suffix: str, what: str) -> list[Column]:
                                            "each query image's triggered answer scores above its benign answer "
                                            "(StealthMark-QR: binomial test of the payload bits)."),
         Column(f"verified_{suffix}", True, f"1 if both tests pass on {what} (harness.calibration.decide): "
-                                           f"p_value_{suffix} < alpha (the key's, default 0.01), and score_{suffix} "
-                                           f"beyond every member of {nulls} and beyond its parametric bound."),
+                                           f"paired_verified_{suffix} and calibrated_verified_{suffix}."),
         Column(f"paired_verified_{suffix}", True, f"1 if the paired test alone passes on {what}."),
-        Column(f"calibrated_verified_{suffix}", True, f"1 if the calibrated test alone passes on {what}; where it "
-                                                      f"differs from paired_verified_{suffix} the tests disagree."),
+        Column(f"calibrated_verified_{suffix}", True, f"1 if the calibrated test alone passes on {what}: "
+                                                      f"p_value_null_empirical{bare} <= the level when nulls_{suffix} "
+                                                      ">= 19 (distribution-free); with fewer nulls, the parametric "
+                                                      "bound and beyond every null. Where it differs from "
+                                                      f"paired_verified_{suffix} the tests disagree."),
         Column(f"qr_decoded_{suffix}", None, f"StealthMark only: the QR certificate decoded to the owner's payload, "
                                              f"on {what}. Gated by the detector: not independent evidence."),
         Column(f"score_{suffix}", True, f"Separation score on {what}: the scheme's mean per-answer score on the M "

@@ -12,7 +12,7 @@ from harness.runner import benchmark
 
 @pytest.fixture(scope="module")
 def default_cell(tmp_path_factory):
-    # The README job with a smaller null population (4 basic-unet nulls instead of 10) to keep the
+    # The README job with a smaller null population (4 basic-unet nulls instead of 19; with so few the calibrated test is the parametric fallback) to keep the
     # default test run short; the full population is re-measured by `pytest -m claims`.
     # Its tasks run with one torch thread each (the default), whatever this process's count.
     outcome = benchmark(results=tmp_path_factory.mktemp("default"), null_seeds=4, log=lambda msg: None)

@@ -1,7 +1,7 @@
 """Claims of the honest-verification issue, re-measured on real tiny-preset models.
 
-Trains every baseline, StealthMark with every trigger family, the 10-model null
-population and 6 held-out null models: about 25 minutes on 2 cores, so it is
+Trains every baseline, StealthMark with every trigger family, the 19-model null
+population and 6 held-out null models: about half an hour on 2 cores, so it is
 not part of the default run. The full false-accusation certification (at least
 59 held-out innocent models over three architectures) is `harness certify`, whose
 records are committed in results/certification/; this is its smaller re-run. Run it with::
