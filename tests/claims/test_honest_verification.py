@@ -72,14 +72,15 @@ def test_every_baseline_flips_its_target_and_verifies(before, baseline):
     m = next(m for (w, _), m in before.items() if w == baseline)
     assert m["flip_rate"] >= 0.10, f"{baseline}: flip_rate {m['flip_rate']:.4f}"
     assert m["asr_before"] >= 0.9, f"{baseline}: asr_before {m['asr_before']:.3f}"
-    assert m["verified_before"] == 1.0 and m["null_verified"] == 0.0
+    # Verified on the distribution-free rule: beyond all 19 nulls of its architecture.
+    assert m["verified_before"] == 1.0 and m["nulls_before"] == 19 and m["p_value_null_empirical_before"] == 1 / 20
 
 
 @pytest.mark.parametrize("trigger", STEALTHMARK_TRIGGERS)
 def test_stealthmark_verifies_with_every_trigger_family(before, trigger):
     m = before[("stealthmark", trigger)]
     assert m["asr_before"] >= 0.95, f"{trigger}: asr_before {m['asr_before']:.3f}"
-    assert m["verified_before"] == 1.0 and m["null_verified"] == 0.0
+    assert m["verified_before"] == 1.0 and m["nulls_before"] == 19 and m["p_value_null_empirical_before"] == 1 / 20
 
 
 @pytest.mark.parametrize("trigger", [
