@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.attack import Attack, AttackerKit
+from harness.attack import Attack, AttackerKit, Budget
 from harness.presets import TrainConfig
 from harness.segmenter import Segmenter, build_model, predict_proba
 from harness.training import fit, seed_everything
@@ -84,6 +84,10 @@ class DistillationAttack(Attack):
 
     def params(self) -> dict:
         return {"lr": self.lr, "student": self.student}
+
+    def budget(self, kit, strength):
+        # The teacher answers each of the thief's images once; the thief's own masks are never read.
+        return Budget(images=len(kit.data), labels=False, queries=len(kit.data))
 
     def apply(self, model, kit, strength, seed):
         epochs = int(self.check_strength(strength))

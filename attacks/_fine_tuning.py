@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import nn
 
-from harness.attack import Attack, AttackerKit, attacker_subset, output_layer
+from harness.attack import Attack, AttackerKit, Budget, attacker_subset, output_layer, subset_size
 from harness.errors import HarnessError
 from harness.presets import TrainConfig
 from harness.training import fit
@@ -89,6 +89,9 @@ class FineTuningAttack(Attack):
 
     def params(self) -> dict:
         return {"lr": self.lr, "data_fraction": self.data_fraction}
+
+    def budget(self, kit, strength):
+        return Budget(images=subset_size(kit, self.data_fraction), labels=True)
 
     def apply(self, model, kit, strength, seed):
         return retrain(model, kit, strength, self.lr, self.data_fraction, seed,

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from harness.attack import Attack, output_layer
+from harness.attack import Attack, Budget, output_layer
 from harness.errors import HarnessError
 from harness.presets import TrainConfig
 from harness.registry import ATTACKS
@@ -60,6 +60,9 @@ class FinePrune(Attack):
 
     def params(self) -> dict:
         return {"epochs": self.epochs, "lr": self.lr}
+
+    def budget(self, kit, strength):
+        return Budget(images=len(kit.data), labels=True)  # activity measured on them, then fine-tuned on their masks
 
     def apply(self, model, kit, strength, seed):
         pruned = copy.deepcopy(model).eval()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 
-from harness.attack import Attack
+from harness.attack import Attack, Budget
 from harness.data import Split, Splits
 from harness.metrics import Column
 from harness.registry import ATTACKS, WATERMARKS
@@ -42,6 +42,9 @@ class Overwrite(Attack):
         train = Split(data.images[:cut], data.masks[:cut])
         verify = Split(data.images[cut:], data.masks[cut:])
         return Splits(owner_train=train, owner_verify=verify, attacker=train, test=verify)
+
+    def budget(self, kit, strength):
+        return Budget(images=len(kit.data), labels=True)  # their own mark is embedded with their masks
 
     def apply(self, model, kit, strength, seed):
         stolen = copy.deepcopy(model)

@@ -9,6 +9,13 @@ preprocessing, so every attack is model -> model.
 
 Named presets give memorable cells: ``--attack prune.l1_50`` is ``prune`` at
 strength 0.5.
+
+Every attack declares what the thief spends (``budget``): how many of their own
+images it uses, whether it needs their masks, and how many queries it sends
+to the suspect. With the wall-clock seconds a cell measures, that puts each
+attack in a budget class (``harness.verdicts.budget_class``: no data,
+unlabelled data, labelled data), and the worst-case table names the cheapest
+removal in each class: a thief tries the free moves first.
 """
 
 from __future__ import annotations
@@ -37,6 +44,15 @@ class AttackerKit:
     null_models: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What one application of an attack spends, besides compute time."""
+
+    images: int = 0  # the thief's own images it uses
+    labels: bool = False  # whether it needs their masks too
+    queries: int = 0  # queries sent to the suspect (a query is one image)
+
+
 class Attack:
     family: str = ""
     version = 1  # bump when a change alters what the attack does: it is part of every run id
@@ -52,6 +68,10 @@ class Attack:
 
     def apply(self, model: nn.Module, kit: AttackerKit, strength: float, seed: int) -> nn.Module:
         raise NotImplementedError
+
+    def budget(self, kit: AttackerKit, strength: float) -> Budget:
+        """What the thief spends at ``strength`` (a subclass that uses data or queries says so)."""
+        return Budget()
 
     def report(self, attacked: nn.Module, kit: AttackerKit, seed: int) -> dict[str, float | None]:
         """Extra metrics about the attack itself (e.g. whether a thief's own mark verifies)."""
@@ -71,9 +91,13 @@ class Attack:
                 f"strength {strength:g} is out of range for attack {self.registered_name!r}: "
                 f"{self.strength_name} must be in [{low:g}, {high:g}]")
         if self.integer_strength and not float(strength).is_integer():
-            raise HarnessError(f"strength {strength:g} is not valid for attack {self.registered_name!r}: "
-                               f"{self.strength_name} must be a whole number")
+            raise self.invalid_strength(strength, "a whole number")
         return float(strength)
+
+    def invalid_strength(self, strength: float, must_be: str) -> HarnessError:
+        """The one-line error for a strength in range that the attack still cannot take."""
+        return HarnessError(f"strength {strength:g} is not valid for attack {self.registered_name!r}: "
+                            f"{self.strength_name} must be {must_be}")
 
 
 def weight_layers(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -90,11 +114,16 @@ def output_layer(model: nn.Module) -> nn.Module:
     return layers[-1]
 
 
-def attacker_subset(kit: AttackerKit, fraction: float, seed: int) -> Split:
-    """A seeded ``fraction`` of the attacker's images (at least one)."""
+def subset_size(kit: AttackerKit, fraction: float) -> int:
+    """How many of the attacker's images ``attacker_subset`` takes for ``fraction`` (at least one)."""
     if not 0 < fraction <= 1:
         raise HarnessError(f"attacker data fraction must be in (0, 1], got {fraction}")
-    count = max(1, round(fraction * len(kit.data)))
+    return max(1, round(fraction * len(kit.data)))
+
+
+def attacker_subset(kit: AttackerKit, fraction: float, seed: int) -> Split:
+    """A seeded ``fraction`` of the attacker's images (at least one)."""
+    count = subset_size(kit, fraction)
     order = torch.randperm(len(kit.data), generator=torch.Generator().manual_seed(seed))[:count]
     return Split(kit.data.images[order], kit.data.masks[order])
 

@@ -66,7 +66,7 @@ from scipy import stats
 DEFAULT_LEVEL = 0.05  # false-accusation level of the calibrated decision
 ANSWER_FPR = 0.01  # per-answer false-positive rate for tpr_at_1fpr
 MIN_NULL_SD = 1e-9  # last-resort floor: K identical, noiseless null scores would give a zero-width bound
-CALIBRATION_FORMAT = "null-calibration/3"  # 3: empirical p-values, normality test, paired test
+CALIBRATION_FORMAT = "null-calibration/4"  # 4: a calibration per verifier; 3: empirical p-values, paired test
 
 
 def separation_score(triggered: np.ndarray, benign: np.ndarray) -> float:

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 from harness.io import spec_hash
 from harness.metrics import Column
 
+# 0.6: the paired-rank verifier beside the detector, thief budgets, the serving attacks;
 # 0.5: nulls of the suspect's architecture, attacked nulls, paired test, empirical p-values;
 # 0.4: channels-last training, one torch thread per task; 0.3: verdicts derived when shown
-HARNESS_VERSION = "0.5.0"
+HARNESS_VERSION = "0.6.0"
 
 
 @dataclass(frozen=True)

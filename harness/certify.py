@@ -47,6 +47,8 @@ from harness.presets import get_preset
 from harness.records import now, versions
 from harness.registry import ATTACKS, MODELS, TRIGGERS, find_watermark
 from harness.training import DEFAULT_THREADS, planned_steps, seed_everything, torch_threads
+from harness.verifiers import DEFAULT_VERIFIER
+from harness.watermark import stored_calibration
 
 DEFAULT_MODELS = ("basic-unet", "unet", "attention-unet")
 DEFAULT_WATERMARKS = ("stealthmark", "badnets")
@@ -58,6 +60,11 @@ OWN_TRIGGER = "noise"  # the trigger B picks when not the paper's default
 PAYLOADS = {"A": "HOSPITAL-A:2026", "B": "HOSPITAL-B:2026"}
 SECRETS = {"A": "owner-a-secret", "B": "owner-b-secret"}
 CERTIFICATION_DIR = "certification"
+
+
+def certification_dir(verifier: str = DEFAULT_VERIFIER) -> str:
+    """Where a verifier's tables go: ``certification/`` for the detector, ``certification-<verifier>/`` else."""
+    return CERTIFICATION_DIR if verifier == DEFAULT_VERIFIER else f"{CERTIFICATION_DIR}-{verifier}"
 
 
 @dataclass(frozen=True)
@@ -165,8 +172,8 @@ def plan(ctx, settings: list[Setting], held_out: int, two_owner_model: str, wate
 # -- verifying ---------------------------------------------------------------------------------------
 
 
-def _verdict(wm, model, key, calibration=None) -> dict:
-    r = wm.verify(model, key, certify=False, calibration=calibration)
+def _verdict(wm, model, key, calibration=None, verifier: str = DEFAULT_VERIFIER) -> dict:
+    r = wm.verify(model, key, certify=False, calibration=calibration, verifier=verifier)
     return {"verified": bool(r.verified), "score": r.score, "p_paired": r.p_value,
             "p_null_empirical": r.p_value_null_empirical, "p_null_parametric": r.p_value_null_parametric,
             "nulls": r.null_count}
@@ -174,13 +181,15 @@ def _verdict(wm, model, key, calibration=None) -> dict:
 
 def certify(models=DEFAULT_MODELS, watermarks=DEFAULT_WATERMARKS, attacks=DEFAULT_ATTACKS, held_out: int = 18,
             dataset: str = "synthetic-polyp", preset: str = "tiny", seed: int = 0, results="results",
-            null_seeds: int | None = None, workers: int | None = None, log=print) -> Certification:
-    """Train (or load) every model, query each innocent one with A's keys, write and return the tables."""
+            null_seeds: int | None = None, workers: int | None = None, verifier: str = DEFAULT_VERIFIER,
+            log=print) -> Certification:
+    """Train (or load) every model, query each innocent one with A's keys under ``verifier``, write and
+    return the tables."""
     models, watermarks = list(models), list(watermarks)
     for name in models:
         MODELS.get(name)
     for name in watermarks:
-        find_watermark(name)
+        find_watermark(name)().check_verifier(verifier)
     configured = []
     for name, strength in attacks:
         attack = ATTACKS.get(name)()
@@ -204,20 +213,20 @@ def certify(models=DEFAULT_MODELS, watermarks=DEFAULT_WATERMARKS, attacks=DEFAUL
     rows, marks = [], {}
     with torch_threads(DEFAULT_THREADS):
         for s in settings:
-            rows += _verify_setting(ctx, s, held_out, two_owner_model, watermarks, configured, marks, log)
-    owners = owners_table(ctx, settings[0], watermarks, marks)
+            rows += _verify_setting(ctx, s, held_out, two_owner_model, watermarks, configured, marks, verifier, log)
+    owners = owners_table(ctx, settings[0], watermarks, marks, verifier)
     verified_s = time.perf_counter() - tic
     summary = summarize(rows, watermarks, [f"{a.registered_name} {x:g}" for a, x in configured])
     out = Certification(rows, summary, owners, {"train": trained_s, "verify": verified_s})
-    write(out, Path(results) / CERTIFICATION_DIR, dict(models=models, watermarks=watermarks, held_out=held_out,
+    write(out, Path(results) / certification_dir(verifier), dict(models=models, watermarks=watermarks, held_out=held_out,
                                                          attacks=[[a.registered_name, x] for a, x in configured],
                                                          dataset=dataset, preset=preset, seed=seed,
-                                                         null_seeds=null_seeds))
+                                                         null_seeds=null_seeds, verifier=verifier))
     return out
 
 
 def _verify_setting(ctx, s: Setting, held_out: int, two_owner_model: str, watermarks, configured, marks: dict,
-                    log) -> list[dict]:
+                    verifier: str, log) -> list[dict]:
     cache = ArtifactCache(Path(ctx.results) / "cache")
     preset = get_preset(s.preset)
     spec = population_spec(s.preset, s.model, ctx.null_seeds)
@@ -243,14 +252,15 @@ def _verify_setting(ctx, s: Setting, held_out: int, two_owner_model: str, waterm
         owner = Owner("A", watermark, find_watermark(watermark)().trigger.registered_name, s.seed)
         wm = owner.build()
         marked, key = marks[(s.model, owner)]
-        calibrations = {label: wm.null_calibration(key, population, key.meta["null_calibration"]["level"])
+        calibrations = {label: wm.null_calibration(key, population, stored_calibration(key, verifier)["level"],
+                                                   verifier=verifier)
                         for label, population in attacked_nulls.items()}
         for name, (model, kind) in innocents.items():
             row = {"scheme": watermark, "key": owner.label, "model": s.model, "innocent": name, "kind": kind,
-                   **{f"clean_{k}": v for k, v in _verdict(wm, model, key).items()}}
+                   **{f"clean_{k}": v for k, v in _verdict(wm, model, key, verifier=verifier).items()}}
             for label, calibration in calibrations.items():
                 row[f"{label}_verified"] = _verdict(wm, attacked_innocents[(name, label)], key,
-                                                    calibration)["verified"]
+                                                    calibration, verifier)["verified"]
             row["accused"] = row["clean_verified"] or any(row[f"{label}_verified"] for label in calibrations)
             rows.append(row)
         accused = sum(r["accused"] for r in rows if r["key"] == owner.label)
@@ -275,7 +285,7 @@ def summarize(rows: list[dict], watermarks, attack_labels: list[str]) -> list[di
     return out
 
 
-def owners_table(ctx, setting: Setting, watermarks, marks: dict) -> list[dict]:
+def owners_table(ctx, setting: Setting, watermarks, marks: dict, verifier: str = DEFAULT_VERIFIER) -> list[dict]:
     """Each owner's key on the other owner's model: the paper's default trigger for both, B's own
     trigger, and a trigger keyed by each owner's secret."""
     out = []
@@ -291,7 +301,7 @@ def owners_table(ctx, setting: Setting, watermarks, marks: dict) -> list[dict]:
             queries = (("A_key_on_A", a, a_model, a_key), ("A_key_on_B", a, b_model, a_key),
                        ("B_key_on_B", b, b_model, b_key), ("B_key_on_A", b, a_model, b_key))
             for who, key_owner, model, key in queries:
-                v = _verdict(key_owner.build(), model, key)
+                v = _verdict(key_owner.build(), model, key, verifier=verifier)
                 row.update({f"{who}_verified": v["verified"], f"{who}_score": v["score"],
                             f"{who}_p_null": format_null_p(v["p_null_empirical"], v["p_null_parametric"],
                                                            v["nulls"] or 0)})

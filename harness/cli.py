@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--preset", default="tiny")
     cert.add_argument("--seed", type=int, default=0, help="owner A's run seed; null member k uses seed+1+k")
     cert.add_argument("--workers", type=int, default=None, help="training processes (default: one per core)")
+    cert.add_argument("--verifier", default="detector",
+                      help="detector or paired-rank: whose verdicts are certified (default detector; paired-rank "
+                           "writes certification-paired-rank/)")
     cert.add_argument("--results", default="results", help="results directory: cache, and certification/ tables")
     _null_options(cert, level=False)
 
@@ -194,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--preset", default=None, help="architecture size (default: the key's preset)")
     verify.add_argument("--explainer", default=None,
                         help="attribution method: a name, a comma-separated list, or all (default: the key's)")
+    verify.add_argument("--verifier", default="detector",
+                        help="detector (the scheme's own score), paired-rank (order only: survives any monotone "
+                             "map of the suspect's logits), or all (default: detector)")
     verify.add_argument("--seed", type=int, default=0)
 
     bench = verbs.add_parser("bench", help="time explainers against the model's forward passes, or training "
@@ -340,11 +346,11 @@ def cmd_certify(args) -> int:
                              watermarks=args.watermark or certify.DEFAULT_WATERMARKS,
                              attacks=args.attack or certify.DEFAULT_ATTACKS, held_out=args.held_out,
                              dataset=args.dataset, preset=args.preset, seed=args.seed, results=args.results,
-                             null_seeds=args.null_seeds, workers=args.workers, log=_log)
+                             null_seeds=args.null_seeds, workers=args.workers, verifier=args.verifier, log=_log)
     print(certify.summary_markdown(result))
     print(certify.owners_markdown(result))
     print(f"trained in {result.seconds['train']:.0f} s, verified in {result.seconds['verify']:.0f} s; tables: "
-          f"{args.results}/{certify.CERTIFICATION_DIR}/")
+          f"{args.results}/{certify.certification_dir(args.verifier)}/")
     return 0
 
 
@@ -404,26 +410,36 @@ def cmd_verify(args) -> int:
         raise HarnessError(f"key file {args.key} names no watermark") from None
     explainer = args.explainer or key.meta.get("explainer")
     explainers = resolve_explainers(explainer) if explainer is not None else [None]
+    verifiers = list(watermark.verifiers) if args.verifier == "all" else [watermark.check_verifier(args.verifier)]
     model = load_model(args.model, args.preset or key.meta["preset"], args.checkpoint)
     records = []
-    for name in explainers:
-        result = watermark.verify(model, key, explainer=name, seed=args.seed)
-        if name is explainers[0]:
-            _print_verdict(result, key)
-        if result.qr_decoded is not None:
-            print(f"certificate ({name}): QR {'decoded to the payload' if result.qr_decoded else 'not decoded'}"
-                  f" (read: {result.payload_read!r})")
-        records.append({"verdict": "VERIFIED" if result.verified else "NOT VERIFIED",
-                        "checkpoint": str(args.checkpoint), "model": args.model, "key": str(args.key),
-                        "explainer": name, **result.as_record()})
+    for verifier in verifiers:
+        # The certificate (attribution) is the detector's: explainers only vary there.
+        for name in explainers if verifier == "detector" else explainers[:1]:
+            result = watermark.verify(model, key, explainer=name, seed=args.seed, verifier=verifier,
+                                      certify=verifier == "detector")
+            if name is explainers[0]:
+                _print_verdict(result, key, verifier)
+            if result.qr_decoded is not None:
+                print(f"certificate ({name}): QR {'decoded to the payload' if result.qr_decoded else 'not decoded'}"
+                      f" (read: {result.payload_read!r})")
+            records.append({"verdict": "VERIFIED" if result.verified else "NOT VERIFIED", "verifier": verifier,
+                            "checkpoint": str(args.checkpoint), "model": args.model, "key": str(args.key),
+                            "explainer": name, **result.as_record()})
     print(json.dumps(records[0] if len(records) == 1 else records, indent=1, sort_keys=True))
     return 0
 
 
-def _print_verdict(result, key) -> None:
+def _print_verdict(result, key, verifier: str = "detector") -> None:
+    from harness.watermark import stored_calibration
+
     verdict = "VERIFIED" if result.verified else "NOT VERIFIED"
     name = key.meta["watermark"]["name"]
-    if result.fpr is not None:
+    if verifier == "paired-rank":
+        print(f"{verdict} (paired-rank): {name} key, the triggered answer ranks above the benign one for "
+              f"{result.asr:.3f} of {result.queries // 2} key images, mean rank shift {result.score:.3f}, "
+              f"sign test p = {result.p_value:.3g} (alpha {key.meta['alpha']})")
+    elif result.fpr is not None:
         print(f"{verdict}: {name} key, asr {result.asr:.3f} vs fpr {result.fpr:.3f} "
               f"over {result.queries // 2}+{result.queries // 2} queries, p = {result.p_value:.3g} "
               f"(alpha {key.meta['alpha']})")
@@ -445,7 +461,7 @@ def _print_verdict(result, key) -> None:
 
         # stealthmark-qr calibrates per explainer; the verdict used the one of the explainer that ran
         explainer = getattr(result, "explainer", None)
-        cal = key.meta.get("null_calibrations", {}).get(explainer) or key.meta["null_calibration"]
+        cal = key.meta.get("null_calibrations", {}).get(explainer) or stored_calibration(key, verifier)
         normality = cal.get("normality_p")
         print(f"against {result.null_count} null models: score {result.score:.3f} vs parametric threshold "
               f"{result.null_threshold:.3f} (level {cal['level']}), p_null "

@@ -28,8 +28,12 @@ LEADERBOARD_FILE = "leaderboard.csv"
 WORST_CASE_FILE = "worst_case.csv"
 # One worst case per mark: everything that identifies the watermarked model.
 MARK_FIELDS = ("watermark", "role", "trigger", "model", "dataset", "preset", "seed", "explainer")
-WORST_CASE_COLUMNS = [*MARK_FIELDS, "dice_budget", "attacks_tried", "verdict", "worst_attack", "worst_strength",
-                      "attack_dice_drop", "asr_after", "p_value_after"]
+_CLASS_SLUGS = {"no data": "no_data", "unlabelled data": "unlabelled", "labelled data": "labelled"}
+# One worst case per mark and verifier; then the cheapest removal within each budget class.
+WORST_CASE_COLUMNS = [*MARK_FIELDS, "verifier", "dice_budget", "attacks_tried", "verdict", "worst_attack",
+                      "worst_strength", "attack_dice_drop", "budget_class", "asr_after", "p_value_after",
+                      *(f"{slug}_{what}" for slug in _CLASS_SLUGS.values()
+                        for what in ("verdict", "attack", "strength", "dice_drop"))]
 
 
 def plugin_columns() -> list[Column]:
@@ -66,26 +70,43 @@ def rows(results_dir: str | Path, dice_budget: float = verdicts.DEFAULT_DICE_BUD
         if undeclared:
             raise HarnessError(f"record {record.run_id} has undeclared metric(s) {', '.join(undeclared)}; "
                                "declare each as a harness.metrics.Column where it is computed")
+        has_rank = record.metrics.get("rank_verified_before") is not None
         row = {**record.spec, **record.metrics, "run_id": record.run_id,
-               "dice_budget": dice_budget, "verdict": verdicts.cell_verdict(record.metrics, dice_budget)}
+               "dice_budget": dice_budget, "verdict": verdicts.cell_verdict(record.metrics, dice_budget),
+               "rank_verdict": verdicts.cell_verdict(record.metrics, dice_budget, "paired-rank") if has_rank else None,
+               "budget_class": verdicts.budget_class(record.metrics)}
         out.append({name: row.get(name) for name in names})
     order = ("role", "watermark", "trigger", "model", "dataset", "preset", "attack", "strength", "seed", "explainer")
     return sorted(out, key=lambda r: tuple(str(r[k]) if k != "strength" else float(r[k]) for k in order))
 
 
 def worst_cases(table: list[dict], dice_budget: float = verdicts.DEFAULT_DICE_BUDGET) -> list[dict]:
-    """Per mark, the attack that removes it at the smallest Dice cost (WRT's payoff rule), or why none does."""
+    """Per mark and verifier, the attack that removes it at the smallest Dice cost (WRT's payoff rule), or
+    why none does; and the same within each budget class (no data, unlabelled data, labelled data)."""
     marks: dict[tuple, list[dict]] = {}
     for row in table:
         marks.setdefault(tuple(row[f] for f in MARK_FIELDS), []).append(row)
     out = []
     for mark, cells in marks.items():
-        verdict, best = verdicts.worst_case(cells, dice_budget)
-        out.append({**dict(zip(MARK_FIELDS, mark)), "dice_budget": dice_budget, "attacks_tried": len(cells),
-                    "verdict": verdict, **{k: (best or {}).get(k) for k in ("attack_dice_drop", "asr_after",
-                                                                             "p_value_after")},
-                    "worst_attack": best["attack"] if best else None,
-                    "worst_strength": best["strength"] if best else None})
+        for verifier, (before, _) in verdicts.VERDICT_FIELDS.items():
+            if all(c.get(before) is None for c in cells):
+                continue  # a scheme this verifier does not apply to
+            verdict, best = verdicts.worst_case(cells, dice_budget, verifier)
+            row = {**dict(zip(MARK_FIELDS, mark)), "verifier": verifier, "dice_budget": dice_budget,
+                   "attacks_tried": len(cells), "verdict": verdict,
+                   **{k: (best or {}).get(k) for k in ("attack_dice_drop", "budget_class", "asr_after",
+                                                        "p_value_after")},
+                   "worst_attack": best["attack"] if best else None,
+                   "worst_strength": best["strength"] if best else None}
+            for budget_class, slug in _CLASS_SLUGS.items():
+                mine = [c for c in cells if verdicts.budget_class(c) == budget_class]
+                if not mine:
+                    continue  # no attack of this class was tried: nothing to say, not "not removed"
+                verdict, best = verdicts.worst_case(mine, dice_budget, verifier)
+                row.update({f"{slug}_verdict": verdict, f"{slug}_attack": best["attack"] if best else None,
+                            f"{slug}_strength": best["strength"] if best else None,
+                            f"{slug}_dice_drop": best["attack_dice_drop"] if best else None})
+            out.append(row)
     return out
 
 

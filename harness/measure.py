@@ -25,7 +25,10 @@ from harness.metrics import Column, check_declared
 from harness.presets import Preset
 from harness.segmenter import predict_proba
 from harness.training import seed_everything
-from harness.watermark import Key, Verification, judge
+from harness.verifiers import DEFAULT_VERIFIER
+from harness.watermark import Key, Verification, judge, stored_calibration
+
+RANK = "paired-rank"
 
 
 def utility(model, split: Split, batch_size: int) -> tuple[dict, torch.Tensor]:
@@ -111,11 +114,45 @@ def verification_metrics(result: Verification, suffix: str) -> dict:
     return out
 
 
-def innocents_verified(wm, models: dict, key: Key, level: float, calibration: dict | None = None) -> dict:
+def _rank_columns(suffix: str, what: str) -> list[Column]:
+    """The paired-rank verifier's columns (``harness.verifiers``), beside the detector's."""
+    after = suffix == "after"
+    bare = "" if after else "_before"
+    nulls = "the attacked nulls" if after else "the nulls"
+    return [
+        Column(f"rank_score_{suffix}", True, f"Paired-rank verifier, on {what}: mean over the M key images of the "
+                                             "rank shift (AUC of the triggered answer's moved pixels over the "
+                                             "benign answer's, minus 0.5). Unchanged by any monotone map of the "
+                                             "logits."),
+        Column(f"rank_p_value_{suffix}", False, f"Paired-rank verifier, on {what}: exact one-sided sign test of "
+                                                "the M per-image rank shifts."),
+        Column(f"rank_p_value_null_empirical{bare}", False,
+               f"Paired-rank verifier: (1 + #{{null rank scores >= rank_score_{suffix}}}) / (K + 1) over {nulls}."),
+        Column(f"rank_paired_verified_{suffix}", True, f"1 if the paired-rank sign test alone passes on {what}."),
+        Column(f"rank_calibrated_verified_{suffix}", True,
+               f"1 if the paired-rank calibrated test alone passes on {what} (the rule of calibrated_verified)."),
+        Column(f"rank_verified_{suffix}", True, f"1 if both paired-rank tests pass on {what}: the verdict of "
+                                                "`--verifier paired-rank`."),
+    ]
+
+
+def rank_metrics(result: Verification, suffix: str) -> dict:
+    """The paired-rank verification's declared metrics (``_rank_columns``)."""
+    bare = "" if suffix == "after" else "_before"
+    optional = lambda flag: None if flag is None else float(flag)  # noqa: E731
+    return {f"rank_score_{suffix}": result.score, f"rank_p_value_{suffix}": result.p_value,
+            f"rank_p_value_null_empirical{bare}": result.p_value_null_empirical,
+            f"rank_paired_verified_{suffix}": optional(result.paired_verified),
+            f"rank_calibrated_verified_{suffix}": optional(result.calibrated_verified),
+            f"rank_verified_{suffix}": float(result.verified)}
+
+
+def innocents_verified(wm, models: dict, key: Key, level: float, calibration: dict | None = None,
+                       verifier: str = DEFAULT_VERIFIER) -> dict:
     """How the owner's key treats a population of innocent models: their mean ASR and FPR, the share
     verified each against a calibration made of the *others* (leave one out: no model grades itself),
     and, given ``calibration``, the share verified against it."""
-    results = [wm.verify(model, key, certify=False) for model in models.values()]
+    results = [wm.verify(model, key, certify=False, verifier=verifier) for model in models.values()]
     loo = null_stats.leave_one_out_verdicts([r.score for r in results], [r.p_value for r in results],
                                             key.meta["alpha"], np.zeros(1), level,
                                             [r.sampling_error for r in results])
@@ -163,6 +200,8 @@ BEFORE_COLUMNS = [
     Column("null_verified", False, "Share of the null models (wrongly) verified, each judged against a calibration "
                                    "made of the other K-1 (leave one out). A sanity check: `harness certify` "
                                    "bounds the false-accusation rate on held-out models that set no threshold."),
+    *_rank_columns("before", "the watermarked model before the attack"),
+    Column("rank_null_verified", False, "null_verified under the paired-rank verifier."),
 ]
 
 
@@ -200,6 +239,9 @@ def scores_before(wm, marked, clean, nulls: dict, key: Key, splits, preset: Pres
     metrics.update(verification_metrics(wm.verify(marked, key, explainer=explainer, seed=seed), "before"))
     innocent = innocents_verified(wm, nulls, key, key_level(key))
     metrics.update({"null_asr": innocent["asr"], "null_fpr": innocent["fpr"], "null_verified": innocent["verified"]})
+    if RANK in wm.verifiers:
+        metrics.update(rank_metrics(wm.verify(marked, key, certify=False, verifier=RANK), "before"))
+        metrics["rank_null_verified"] = innocents_verified(wm, nulls, key, key_level(key), verifier=RANK)["verified"]
     check_declared(metrics, BEFORE_COLUMNS + list(wm.columns), f"watermark {wm.registered_name!r}")
     return metrics
 
@@ -222,36 +264,62 @@ AFTER_COLUMNS = [
     Column("verified_after_clean_calibration", None,
            "1 if the attacked model verifies against the unattacked nulls' calibration (the rule before attacked "
            "nulls existed); where it differs from verified_after, the attacked nulls changed the verdict."),
-    Column("attack_seconds", False, "Wall-clock seconds the attack took (the thief's cost)."),
+    *_rank_columns("after", "the attacked model"),
+    Column("rank_null_verified_after", False, "null_verified_after under the paired-rank verifier."),
+    Column("rank_verified_after_clean_calibration", None,
+           "verified_after_clean_calibration under the paired-rank verifier."),
+    Column("attack_seconds", False, "Wall-clock seconds the attack took on the suspect (the thief's compute)."),
+    Column("thief_images", False, "The thief's own images the attack uses (its declared budget)."),
+    Column("thief_labels", False, "1 if the attack needs the thief's masks as well as their images."),
+    Column("suspect_queries", False, "Queries the attack sends to the suspect model."),
 ]
 
 
 def key_level(key: Key) -> float:
-    return (key.meta.get("null_calibration") or {}).get("level", null_stats.DEFAULT_LEVEL)
+    return (stored_calibration(key) or {}).get("level", null_stats.DEFAULT_LEVEL)
+
+
+def _verify_attacked(wm, attacked, attacked_nulls: dict, key: Key, explainer: str, seed: int, verifier: str):
+    """The attacked suspect judged against the attacked nulls, and against the unattacked nulls'
+    calibration (None without one); the attacked nulls' leave-one-out verdicts."""
+    level = key_level(key)
+    seed_everything(seed)
+    attacked_calibration = wm.null_calibration(key, attacked_nulls, level, explainer=explainer, seed=seed,
+                                               verifier=verifier)
+    seed_everything(seed)
+    result = wm.verify(attacked, key, explainer=explainer, seed=seed, calibration=attacked_calibration,
+                       certify=verifier == DEFAULT_VERIFIER, verifier=verifier)
+    clean_calibration = stored_calibration(key, verifier)
+    against_clean = (None if clean_calibration is None
+                     else float(judge(copy.copy(result), key.meta["alpha"], clean_calibration).verified))
+    seed_everything(seed)
+    innocent = innocents_verified(wm, attacked_nulls, key, level, clean_calibration, verifier=verifier)
+    return result, against_clean, innocent
 
 
 def scores_after(wm, attack, attacked, attacked_nulls: dict, key: Key, splits, preset: Preset, explainer: str,
-                 seed: int, dice_watermarked: float, attack_seconds: float, attack_report: dict) -> dict:
+                 seed: int, dice_watermarked: float, attack_seconds: float, attack_report: dict,
+                 budget) -> dict:
     """What one cell adds to its mark's ``scores_before``: the attacked model's utility, its verification
-    against the nulls under the same attack, how the attack alone treats innocent models, and what the
-    attack reports about itself."""
+    by each verifier against the nulls under the same attack, how the attack alone treats innocent
+    models, what the thief spent (``budget``: ``harness.attack.Budget``) and what the attack reports
+    about itself."""
     after = utility(attacked, splits.test, preset.eval_batch_size)[0]
     metrics = {"dice_attacked": after["dice"], "auc_attacked": after["auc"], "iou_attacked": after["iou"],
-               "attack_dice_drop": dice_watermarked - after["dice"], "attack_seconds": attack_seconds}
-    level = key_level(key)
-    seed_everything(seed)
-    attacked_calibration = wm.null_calibration(key, attacked_nulls, level, explainer=explainer, seed=seed)
-    seed_everything(seed)
-    result = wm.verify(attacked, key, explainer=explainer, seed=seed, calibration=attacked_calibration)
+               "attack_dice_drop": dice_watermarked - after["dice"], "attack_seconds": attack_seconds,
+               "thief_images": float(budget.images), "thief_labels": float(budget.labels),
+               "suspect_queries": float(budget.queries)}
+    result, against_clean, innocent = _verify_attacked(wm, attacked, attacked_nulls, key, explainer, seed,
+                                                       DEFAULT_VERIFIER)
     metrics.update(verification_metrics(result, "after"))
-    clean_calibration = key.meta.get("null_calibration")
-    metrics["verified_after_clean_calibration"] = (
-        None if clean_calibration is None
-        else float(judge(copy.copy(result), key.meta["alpha"], clean_calibration).verified))
-    seed_everything(seed)
-    innocent = innocents_verified(wm, attacked_nulls, key, level, clean_calibration)
-    metrics.update({"null_asr_after": innocent["asr"], "null_verified_after": innocent["verified"],
+    metrics.update({"verified_after_clean_calibration": against_clean, "null_asr_after": innocent["asr"],
+                    "null_verified_after": innocent["verified"],
                     "null_verified_after_clean_calibration": innocent.get("verified_against")})
+    if RANK in wm.verifiers:
+        result, against_clean, innocent = _verify_attacked(wm, attacked, attacked_nulls, key, explainer, seed, RANK)
+        metrics.update(rank_metrics(result, "after"))
+        metrics.update({"rank_verified_after_clean_calibration": against_clean,
+                        "rank_null_verified_after": innocent["verified"]})
     metrics.update(attack_report)
     check_declared(metrics, AFTER_COLUMNS + list(wm.columns) + list(attack.columns),
                    f"cell of {wm.registered_name!r} x {attack.registered_name!r}")

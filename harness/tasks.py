@@ -336,7 +336,8 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
                 before = deps[f"before:{mark.stem}:{cell.explainer}"].value
                 metrics = {**before, **measure.scores_after(wm, attack, attacked, attacked_nulls, owner_key, splits,
                                                             preset, cell.explainer, setting.seed,
-                                                            before["dice_watermarked"], seconds, report)}
+                                                            before["dice_watermarked"], seconds, report,
+                                                            attack.budget(kit, strength))}
                 RunRecord(cell.run_id, _record_spec(cell, wm.role, attack.family), metrics, started=now(),
                           duration_s=time.time() - started, device=ctx.device, command=ctx.command).write(ctx.results)
                 written["ok"] += 1

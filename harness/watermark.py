@@ -12,9 +12,11 @@ models' answers (the null calibration). ``harness.calibration`` states the rule.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
+import weakref
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,8 +32,19 @@ from harness.presets import Preset
 from harness.registry import TRIGGERS
 from harness.segmenter import predict_proba
 from harness.training import fit
+from harness.verifiers import DEFAULT_VERIFIER, VERIFIERS, check_verifier, rank_shift
 
 KEY_FORMAT = "harness-key/1"
+
+# The last answers of each model to a key. A cell asks every null the same key's queries up to four
+# times (calibration and leave-one-out, for each verifier): one forward pass each is enough. Entries go
+# with their model, and are recomputed when the key changes or any of its tensors is modified in place.
+_ANSWERS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _weights_state(model: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is replaced or modified in place (torch's version counter)."""
+    return tuple((id(t), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
 
 
 @dataclass
@@ -116,6 +129,15 @@ class Verification:
         return {}
 
 
+def calibration_field(verifier: str) -> str:
+    """Where a key stores its null calibration for ``verifier`` (the detector's keeps its old name)."""
+    return "null_calibration" if verifier == DEFAULT_VERIFIER else f"null_calibration_{verifier.replace('-', '_')}"
+
+
+def stored_calibration(key: Key, verifier: str = DEFAULT_VERIFIER) -> dict | None:
+    return key.meta.get(calibration_field(verifier))
+
+
 def trigger_from_spec(spec: dict):
     params = {k: v for k, v in spec.items() if k != "name"}
     return TRIGGERS.get(spec["name"])(**params)
@@ -129,6 +151,7 @@ class Watermark:
     """An ownership watermark: ``embed`` at training time, ``verify`` a suspect as a black box."""
 
     role = "watermark"  # "baseline" for backdoor-watermark baselines
+    verifiers: tuple[str, ...] = (DEFAULT_VERIFIER,)  # harness.verifiers this scheme's answers support
     version = 1  # bump when a change alters what embed/verify compute: stale models and records are not reused
     columns = ()  # harness.metrics.Column of each extra metric its Verification reports (``extra_metrics``)
 
@@ -148,21 +171,31 @@ class Watermark:
         raise NotImplementedError
 
     def verify(self, model: nn.Module, key: Key, explainer: str | None = None, seed: int = 0,
-               certify: bool = True, calibration: dict | None = None) -> Verification:
+               certify: bool = True, calibration: dict | None = None,
+               verifier: str = DEFAULT_VERIFIER) -> Verification:
         """Query ``model`` as a black box with the key's queries. ``certify``: also run the
         certificate step (attribution), where the watermark has one; it costs forward passes.
         ``calibration``: judge against this null calibration (e.g. nulls under the same attack)
-        instead of the one stored in the key."""
+        instead of the one stored in the key. ``verifier``: one of ``self.verifiers``."""
         raise NotImplementedError
 
     def null_calibration(self, key: Key, null_models: dict[str, nn.Module], level: float,
-                         explainer: str | None = None, seed: int = 0) -> dict:
+                         explainer: str | None = None, seed: int = 0, verifier: str = DEFAULT_VERIFIER) -> dict:
         """The calibration of ``key`` against ``null_models`` (plain JSON), without storing it."""
         raise NotImplementedError
+
+    def check_verifier(self, verifier: str) -> str:
+        check_verifier(verifier)
+        if verifier not in self.verifiers:
+            raise HarnessError(f"watermark {self.registered_name!r} cannot be verified with {verifier!r}; "
+                               f"its verifiers: {', '.join(self.verifiers)}")
+        return verifier
 
 
 class BackdoorWatermark(Watermark):
     """Train with a trigger on a fraction of the owner's images and a designed target for them."""
+
+    verifiers = tuple(VERIFIERS)
 
     def __init__(self, trigger: str = "patch", poison_ratio: float = 0.5, alpha: float = 0.01):
         if not 0 < poison_ratio < 1:
@@ -225,34 +258,58 @@ class BackdoorWatermark(Watermark):
 
     def answers(self, model: nn.Module, key: Key) -> tuple[torch.Tensor, torch.Tensor, Split]:
         """The suspect's probability maps on benign and on triggered queries."""
+        state = _weights_state(model)
+        memo = _ANSWERS.get(model)
+        if memo is not None and memo[0]() is key and memo[1] == state:
+            return memo[2]
         queries = key.queries()
         trigger = trigger_from_spec(key.meta["watermark"]["trigger"])
-        return predict_proba(model, queries.images), predict_proba(model, trigger.apply(queries.images)), queries
+        out = predict_proba(model, queries.images), predict_proba(model, trigger.apply(queries.images)), queries
+        _ANSWERS[model] = (weakref.ref(key), state, out)
+        return out
 
-    def scored_answers(self, model: nn.Module, key: Key) -> tuple[np.ndarray, np.ndarray]:
-        """Per-answer scores (M,) on triggered and on benign queries: what calibration compares."""
+    def scored_answers(self, model: nn.Module, key: Key,
+                       verifier: str = DEFAULT_VERIFIER) -> tuple[np.ndarray, np.ndarray]:
+        """Per-image scores (M,) on triggered and on benign queries, whose differences the verdict tests.
+        ``detector``: the scheme's per-answer score of each answer. ``paired-rank``: the pair's rank
+        shift (``harness.verifiers.rank_shift``) against zero."""
         benign, triggered, queries = self.answers(model, key)
         trigger = trigger_from_spec(key.meta["watermark"]["trigger"])
-        on_triggered = self.answer_scores(triggered, trigger.apply_to_mask(queries.masks), key)
+        moved_masks = trigger.apply_to_mask(queries.masks)
+        if verifier == "paired-rank":
+            # Pixels compared where they lie after the trigger (a warp moves the lesion; its bilinear
+            # resampling of the benign answer is the one step not exactly invariant to a monotone map).
+            direction = torch.sign(self.triggered_target(moved_masks) - moved_masks)
+            shift = rank_shift(triggered, trigger.apply_to_mask(benign), direction,
+                               trigger.footprint(*triggered.shape[-2:]))
+            return shift, np.zeros_like(shift)
+        on_triggered = self.answer_scores(triggered, moved_masks, key)
         on_benign = self.answer_scores(benign, queries.masks, key)
         return on_triggered.double().numpy(), on_benign.double().numpy()
 
-    def verify(self, model, key, explainer=None, seed=0, certify=True, calibration=None):
-        on_triggered, on_benign = self.scored_answers(model, key)
-        cut = self.flag_threshold(key)
-        hits, false_hits, m = int((on_triggered >= cut).sum()), int((on_benign >= cut).sum()), len(on_triggered)
-        score = null_stats.separation_score(on_triggered, on_benign)
+    def verify(self, model, key, explainer=None, seed=0, certify=True, calibration=None, verifier=DEFAULT_VERIFIER):
+        self.check_verifier(verifier)
+        on_triggered, on_benign = self.scored_answers(model, key, verifier)
+        m = len(on_triggered)
+        if verifier == "detector":
+            cut = self.flag_threshold(key)
+            hits, false_hits = int((on_triggered >= cut).sum()), int((on_benign >= cut).sum())
+        else:  # a pair is "flagged" when its triggered answer ranks above its benign one; no benign-only flag
+            hits, false_hits = int((on_triggered > on_benign).sum()), None
         low, high = null_stats.wilson_interval(hits, m)
-        result = Verification(asr=hits / m, fpr=false_hits / m,
+        result = Verification(asr=hits / m, fpr=None if false_hits is None else false_hits / m,
                               p_value=null_stats.paired_p_value(on_triggered, on_benign), verified=False,
-                              queries=2 * m, score=score, asr_ci_low=low, asr_ci_high=high,
+                              queries=2 * m, score=null_stats.separation_score(on_triggered, on_benign),
+                              asr_ci_low=low, asr_ci_high=high,
                               sampling_error=null_stats.sampling_error(on_triggered, on_benign))
-        return judge(result, key.meta["alpha"], calibration or key.meta.get("null_calibration"), on_triggered)
+        return judge(result, key.meta["alpha"], calibration or stored_calibration(key, verifier),
+                     on_triggered if verifier == "detector" else None)
 
-    def null_calibration(self, key, null_models, level=null_stats.DEFAULT_LEVEL, explainer=None, seed=0):
+    def null_calibration(self, key, null_models, level=null_stats.DEFAULT_LEVEL, explainer=None, seed=0,
+                         verifier=DEFAULT_VERIFIER):
         scores, errors, pooled = [], [], []
         for model in null_models.values():
-            on_triggered, on_benign = self.scored_answers(model, key)
+            on_triggered, on_benign = self.scored_answers(model, key, verifier)
             scores.append(null_stats.separation_score(on_triggered, on_benign))
             errors.append(null_stats.sampling_error(on_triggered, on_benign))
             pooled.append(on_triggered)
@@ -261,8 +318,9 @@ class BackdoorWatermark(Watermark):
 
     def calibrate(self, key: Key, null_models: dict[str, nn.Module],
                   level: float = null_stats.DEFAULT_LEVEL) -> Key:
-        """Score ``key`` on each clean model and store the null calibration in the key (returned)."""
-        key.meta["null_calibration"] = self.null_calibration(key, null_models, level)
+        """Score ``key`` on each clean model and store one null calibration per verifier in the key (returned)."""
+        for verifier in self.verifiers:
+            key.meta[calibration_field(verifier)] = self.null_calibration(key, null_models, level, verifier=verifier)
         return key
 
 

@@ -136,8 +136,8 @@ class StealthMark(BackdoorWatermark):
         return 0.0  # the logistic regression's decision boundary
 
     # -- verification + certificate ---------------------------------------
-    def verify(self, model, key, explainer=None, seed=0, certify=True, calibration=None):
-        result = super().verify(model, key, calibration=calibration)
+    def verify(self, model, key, explainer=None, seed=0, certify=True, calibration=None, verifier="detector"):
+        result = super().verify(model, key, calibration=calibration, verifier=verifier)
         if not certify:
             return result
         weights = self.reveal_certificate(model, key, fired=result.verified,

@@ -305,7 +305,8 @@ class StealthMarkQR(Watermark):
                 "p_value_all": float(binomtest(hits_all, n_all, 0.5, alternative="greater").pvalue),
                 "p_value": float(binomtest(hits_pay, n_pay, 0.5, alternative="greater").pvalue)}
 
-    def verify(self, model, key, explainer=None, seed=0, certify=True, calibration=None):
+    def verify(self, model, key, explainer=None, seed=0, certify=True, calibration=None, verifier="detector"):
+        self.check_verifier(verifier)  # its payload read-out is its one verifier
         explainer = explainer or key.meta["explainer"]
         weights, sent = self.read_weights(model, key, explainer, seed)
         s = self.bit_scores(weights, key)
@@ -321,7 +322,8 @@ class StealthMarkQR(Watermark):
             p_value_all=s["p_value_all"], modules=s["n_all"], payload_modules=s["n_payload"], explainer=explainer)
         return judge(result, key.meta["alpha"], calibration or key.meta.get("null_calibrations", {}).get(explainer))
 
-    def null_calibration(self, key, null_models, level=null_stats.DEFAULT_LEVEL, explainer=None, seed=0):
+    def null_calibration(self, key, null_models, level=null_stats.DEFAULT_LEVEL, explainer=None, seed=0,
+                         verifier="detector"):
         """Payload-module bit accuracy of each null model with one explainer (default the key's)."""
         explainer = explainer or key.meta["explainer"]
         n_pay = int((~key.arrays["shared_modules"].astype(bool)).sum())

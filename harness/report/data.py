@@ -34,16 +34,17 @@ from harness.verdicts import (
     REMOVED,
     SURVIVED,
     cell_verdict,
+    per_verifier,
     worst_case,
 )
 
 # Columns read as text even when a value looks like a number (a dataset or run id may).
 TEXT_COLUMNS = frozenset({"watermark", "role", "trigger", "model", "dataset", "preset", "attack", "attack_family",
-                          "explainer", "nulls", "run_id"})
+                          "explainer", "nulls", "run_id", "verdict", "rank_verdict", "budget_class"})
 # One watermarked model (its figures are per seed).
 MARK_FIELDS = ("watermark", "trigger", "model", "dataset", "preset", "seed", "explainer")
-# One row of the matrix: a mark without its seed, since seeds are counted inside the cell.
-ROW_FIELDS = ("watermark", "trigger", "model", "dataset", "preset", "explainer", "nulls")
+# One row of the matrix: a mark and a verifier, without the seed, since seeds are counted inside the cell.
+ROW_FIELDS = ("watermark", "trigger", "model", "dataset", "preset", "explainer", "nulls", "verifier")
 NO_ATTACK = "none"
 # The thief's preference when one attack was tried at several strengths (or seeds): a removal within the
 # budget wins; a mark destroyed with the model still tells more than one that survived; a mark that never
@@ -277,7 +278,8 @@ def _seed_key(row: dict):
 
 
 def build_matrix(table: list[dict], budget: float = DEFAULT_DICE_BUDGET) -> Matrix:
-    """Rows = marks (seeds pooled), columns = attacks (`none` first, then by family): the verdicts."""
+    """Rows = marks x verifiers (seeds pooled), columns = attacks (`none` first, then by family): the verdicts."""
+    table = per_verifier(table)
     groups: dict[tuple, dict[str, dict[str, list[dict]]]] = {}
     attacks: dict[str, str] = {}
     roles: dict[tuple, str] = {}
@@ -323,9 +325,10 @@ def summary(table: list[dict], matrix: Matrix) -> list[str]:
     never = [r for r in matrix.rows if matrix.cells.get((r.key, NO_ATTACK)) is not None
              and matrix.cells[(r.key, NO_ATTACK)].verdict == NEVER_VERIFIED]
     lines = [(f"{len(table)} cells, {len({r['watermark'] for r in table})} watermarks and baselines, "
-              f"{len(matrix.rows)} marks, {len([a for a, _ in matrix.attacks if a != NO_ATTACK])} attacks."),
+              f"{len(matrix.rows)} rows (mark x verifier), "
+              f"{len([a for a, _ in matrix.attacks if a != NO_ATTACK])} attacks."),
              (f"Removal budget: a Dice cost of at most {matrix.budget:g}. {len(removed)} of {len(attacked)} attacked "
-              f"marks were removed by some attack within it; {len(never)} of {len(matrix.rows)} marks never verified.")]
+              f"rows were removed by some attack within it; {len(never)} of {len(matrix.rows)} never verified.")]
     for row in removed:
         cell = row.worst.cell
         seeds = f" ({row.worst.counts_text()})" if row.worst.seeds > 1 else ""

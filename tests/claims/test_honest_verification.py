@@ -114,7 +114,11 @@ def test_held_out_nulls_clean_or_pruned_against_each_key_and_the_bound_counts_mo
     at 5% would give about 3 per version if independent). Measured: the two keys `harness certify`
     certifies (StealthMark, BadNets) accused none of the 6 (bound 0.393, all 6 models can show; the
     committed certification has the >= 59 the 5% claim needs); over all 11 keys, one accusation
-    (blended's key on basic-unet-seed22, unpruned). Held, so that more turns red."""
+    (blended's key on basic-unet-seed22, unpruned). The paired-rank verifier (0.6): StealthMark's key
+    accuses basic-unet-seed24 (rank score 0.0133 against a null maximum of 0.0111; clean and pruned),
+    BadNets' none; over all 11 keys three accusations (also stealthmark/noise on seed25, pruned). At a
+    5% level per key, 1 of 6 is what chance gives about a quarter of the time; six models cannot show
+    more. Held, so that more turns red."""
     keyed, nulls, held_out, splits = owner
     assert not set(held_out) & set(nulls), "held-out nulls must not have set any threshold"
     prune = ATTACKS.get("prune")()
@@ -124,17 +128,25 @@ def test_held_out_nulls_clean_or_pruned_against_each_key_and_the_bound_counts_mo
         pruned_models = {name: prune.apply(model, kit, 0.3, 0) for name, model in held_out.items()}
         accused = set()
         for label, (wm, _, key) in keyed.items():
-            pruned_calibration = wm.null_calibration(key, pruned_nulls, key.meta["null_calibration"]["level"])
-            for name, model in held_out.items():
-                if wm.verify(model, key, certify=False).verified:
-                    accused.add((name, label, "clean"))
-                if wm.verify(pruned_models[name], key, certify=False, calibration=pruned_calibration).verified:
-                    accused.add((name, label, "pruned 0.3"))
-    for certified in ("stealthmark/patch", "badnets"):
-        models_accused = len({name for name, label, _ in accused if label == certified})
-        assert models_accused == 0, f"{certified}: {sorted(a for a in accused if a[1] == certified)}"
-        assert round(clopper_pearson_upper(models_accused, len(held_out)), 3) == 0.393
-    assert len(accused) <= 1, f"accused: {sorted(accused)}"
+            for verifier in wm.verifiers:
+                pruned_calibration = wm.null_calibration(key, pruned_nulls, key.meta["null_calibration"]["level"],
+                                                         verifier=verifier)
+                for name, model in held_out.items():
+                    if wm.verify(model, key, certify=False, verifier=verifier).verified:
+                        accused.add((name, label, "clean", verifier))
+                    if wm.verify(pruned_models[name], key, certify=False, calibration=pruned_calibration,
+                                 verifier=verifier).verified:
+                        accused.add((name, label, "pruned 0.3", verifier))
+    # Measured (held: more turns red): models accused per certified key, and accusations over all 11 keys.
+    measured = {("detector", "stealthmark/patch"): (0, 0.393), ("detector", "badnets"): (0, 0.393),
+                ("paired-rank", "stealthmark/patch"): (1, 0.582), ("paired-rank", "badnets"): (0, 0.393)}
+    for (verifier, certified), (most, bound) in measured.items():
+        mine = sorted(a for a in accused if a[1] == certified and a[3] == verifier)
+        models_accused = len({a[0] for a in mine})
+        assert models_accused <= most, f"{certified} ({verifier}): {mine}"
+        assert round(clopper_pearson_upper(most, len(held_out)), 3) == bound
+    for verifier, most in (("detector", 1), ("paired-rank", 3)):
+        assert len([a for a in accused if a[3] == verifier]) <= most, f"accused: {sorted(accused)}"
 
 
 @pytest.mark.parametrize("explainer", EXPLAINERS.names())
