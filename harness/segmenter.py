@@ -46,15 +46,21 @@ def build_model(name: str, preset: str) -> Segmenter:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Sigmoid probabilities (N, 1, H, W) on the CPU, in evaluation mode, batched on the model's device."""
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 64, to_cpu: bool = True) -> torch.Tensor:
+    """Float32 logits (N, 1, H, W) in evaluation mode, batched on the model's device; on the CPU unless
+    ``to_cpu`` is False."""
     device = model_device(model)
     was_training = model.training
     model.eval()
     chunks = []
     for i in range(0, len(images), batch_size):
         with autocast(device):
-            logits = model(as_input(images[i : i + batch_size], device))
-        chunks.append(torch.sigmoid(logits.float()).cpu())
+            logits = model(as_input(images[i : i + batch_size], device)).float()
+        chunks.append(logits.cpu() if to_cpu else logits)
     model.train(was_training)
     return torch.cat(chunks)
+
+
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Sigmoid probabilities (N, 1, H, W) on the CPU, in evaluation mode, batched on the model's device."""
+    return torch.sigmoid(predict_logits(model, images, batch_size))

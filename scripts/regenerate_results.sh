@@ -4,9 +4,11 @@
 #
 #   bash scripts/regenerate_results.sh [SECTION ...]
 #
-# Sections, in this order when none is named: default (the README job at seeds 0, 1, 2), certify (the
-# false-accusation bound and the two-owner table), suite (every attack but distillation, seed 0),
-# marks (the other triggers and baselines, before any attack), report. Also: suite-seeds (the suite at
+# Sections, in this order when none is named: default (the README job at seeds 0, 1, 2), serving (the
+# serving attacks on StealthMark and every baseline, seeds 0, 1, 2), certify and certify-rank (the
+# false-accusation bound and the two-owner table, detector and paired-rank verifier), suite (every
+# weight-space, input and training attack but distillation, seed 0), marks (the other triggers and
+# baselines, before any attack), report. Also: suite-seeds (the suite at
 # seeds 1 and 2), distill (the three distillation attacks, seed 0: an hour and more on 2 cores, since
 # each trains five attacked nulls), models (StealthMark in every architecture, each against nulls of
 # its own). Naming sections reuses WORK's records, so a later section can be added to the same results.
@@ -27,12 +29,16 @@ TIMEFORMAT='   %R s'
 step() { echo "== $*" >&2; time "$@" --results "$WORK"; }
 SUITE=blur,brightness,contrast,downscale,fine-prune,ftal,ftll,gamma,gauss-noise,hflip,jpeg,median,none,overwrite
 SUITE=$SUITE,prune-channels,prune-layer,quantize,rtal,rtll,weight-noise
+SERVING=hard-mask,temperature,round-probs,tta,ensemble,recalibrate,smooth-probs
+MARKS=stealthmark,badnets,blended,border-backdoor,noise-backdoor,text-backdoor,wanet
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(default certify suite marks report)
+[ ${#sections[@]} -gt 0 ] || sections=(default serving certify certify-rank suite marks report)
 for section in "${sections[@]}"; do
   case $section in
     default) step $PY -m harness run --attack prune --seed 0,1,2 ;;
+    serving) step $PY -m harness run --watermark $MARKS --attack $SERVING --seed 0,1,2 ;;
     certify) step $PY -m harness certify ;;
+    certify-rank) step $PY -m harness certify --verifier paired-rank ;;
     suite) step $PY -m harness run --attack $SUITE ;;
     suite-seeds) step $PY -m harness run --attack $SUITE --seed 1,2 ;;
     distill) step $PY -m harness run --attack distill-hard,distill-soft,distill-arch ;;
@@ -45,10 +51,11 @@ for section in "${sections[@]}"; do
     *) echo "regenerate: unknown section $section" >&2; exit 2 ;;
   esac
 done
-rm -rf results/runs results/report/figures results/certification
+rm -rf results/runs results/report/figures results/certification results/certification-paired-rank
 cp -r "$WORK/runs" results/runs
 cp "$WORK/leaderboard.csv" "$WORK/worst_case.csv" results/
 [ -d "$WORK/certification" ] && cp -r "$WORK/certification" results/certification
+[ -d "$WORK/certification-paired-rank" ] && cp -r "$WORK/certification-paired-rank" results/certification-paired-rank
 [ -d "$WORK/report" ] && cp -r "$WORK/report/figures" results/report/figures \
   && cp "$WORK/report/report.html" "$WORK/report/report.md" results/report/
 echo "results/ regenerated from $(git rev-parse HEAD); work folder: $WORK" >&2
