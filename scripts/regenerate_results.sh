@@ -51,11 +51,18 @@ for section in "${sections[@]}"; do
     *) echo "regenerate: unknown section $section" >&2; exit 2 ;;
   esac
 done
-rm -rf results/runs results/report/figures results/certification results/certification-paired-rank
+# Records stamp the commit they ran on, "-dirty" if the tree changed meanwhile: checked again at the end.
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+  echo "regenerate: the tree changed during the run; its records say -dirty, so nothing is copied" >&2
+  exit 2
+fi
+rm -rf results/runs results/report/figures
 cp -r "$WORK/runs" results/runs
 cp "$WORK/leaderboard.csv" "$WORK/worst_case.csv" results/
-[ -d "$WORK/certification" ] && cp -r "$WORK/certification" results/certification
-[ -d "$WORK/certification-paired-rank" ] && cp -r "$WORK/certification-paired-rank" results/certification-paired-rank
+# A certification is replaced only by one this WORK holds.
+for folder in certification certification-paired-rank; do
+  if [ -d "$WORK/$folder" ]; then rm -rf "results/$folder" && cp -r "$WORK/$folder" "results/$folder"; fi
+done
 [ -d "$WORK/report" ] && cp -r "$WORK/report/figures" results/report/figures \
   && cp "$WORK/report/report.html" "$WORK/report/report.md" results/report/
 echo "results/ regenerated from $(git rev-parse HEAD); work folder: $WORK" >&2
