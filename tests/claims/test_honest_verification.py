@@ -144,7 +144,7 @@ def test_held_out_nulls_clean_or_pruned_against_each_key_and_the_bound_counts_mo
         mine = sorted(a for a in accused if a[1] == certified and a[3] == verifier)
         models_accused = len({a[0] for a in mine})
         assert models_accused <= most, f"{certified} ({verifier}): {mine}"
-        assert round(clopper_pearson_upper(most, len(held_out)), 3) == bound
+        assert round(clopper_pearson_upper(models_accused, len(held_out)), 3) <= bound
     for verifier, most in (("detector", 1), ("paired-rank", 3)):
         assert len([a for a in accused if a[3] == verifier]) <= most, f"accused: {sorted(accused)}"
 
