@@ -69,6 +69,11 @@ class Attack:
     def apply(self, model: nn.Module, kit: AttackerKit, strength: float, seed: int) -> nn.Module:
         raise NotImplementedError
 
+    @property
+    def label(self) -> str:
+        """What the leaderboard's ``attack`` column says: the registered name (a chain: its steps)."""
+        return self.registered_name
+
     def budget(self, kit: AttackerKit, strength: float) -> Budget:
         """What the thief spends at ``strength`` (a subclass that uses data or queries says so)."""
         return Budget()

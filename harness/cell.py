@@ -51,10 +51,14 @@ class CellSpec:
     mark_id: str  # hash of the watermark's full spec (version, trigger parameters, target, floor, ...)
     attack_id: str = ""  # hash of the attack's full spec (version, parameters)
     plugin_versions: tuple = field(default=())  # (kind, version) of the model, dataset, explainer and trigger
+    attacker_images: int | None = None  # ``--attacker-images``; None: the preset's attacker split
 
     @property
     def run_id(self) -> str:
-        return spec_hash({**asdict(self), "harness": HARNESS_VERSION})
+        spec = asdict(self)
+        if spec["attacker_images"] is None:  # the thief's usual images: the run ids they always had
+            del spec["attacker_images"]
+        return spec_hash({**spec, "harness": HARNESS_VERSION})
 
 
 SPEC_COLUMNS = [
@@ -64,8 +68,8 @@ SPEC_COLUMNS = [
     Column("model", None, "Registered segmentation architecture."),
     Column("dataset", None, "Registered dataset (`harness list datasets`); with its options as `name[key=value]`, and for a folder dataset `name:<hash>`, a fingerprint of the files on disk and the options."),
     Column("preset", None, "Run size (`tiny` on CPU, `paper` on GPU)."),
-    Column("attack", None, "Removal attack applied to the watermarked model (`harness list attacks`)."),
-    Column("attack_family", None, "The attack's family: pruning, fine-tuning, distillation, quantization, noise, input-transform, overwriting."),
+    Column("attack", None, "Removal attack applied to the watermarked model (`harness list attacks`); a chain is named by its steps, e.g. `prune.l1_50+ftal.e5`."),
+    Column("attack_family", None, "The attack's family: pruning, fine-tuning, distillation, quantization, noise, input-transform, overwriting, serving, backdoor-removal, chain."),
     Column("strength", None, "Attack strength, in the attack's own unit (e.g. fraction of weights pruned)."),
     Column("seed", None, "Seed of data, initialisation, poisoning and explainer; null member k uses seed+1+k."),
     Column("explainer", None, "Attribution method used for the QR certificate."),

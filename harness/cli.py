@@ -103,9 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                      help="a dataset option, e.g. target=cup for fundus (repeatable)")
     run.add_argument("--attack", default="prune",
-                     help="an attack, NAME.PRESET (e.g. prune.l1_50), a comma-separated list, or all")
+                     help="an attack, NAME.PRESET (e.g. prune.l1_50), a chain (e.g. prune.l1_50+ftal.e5), "
+                          "a comma-separated list, or all")
     run.add_argument("--strength", type=_floats, default=None,
                      help="comma-separated strengths (default: the attack's own sweep)")
+    run.add_argument("--attacker-images", type=int, default=None, metavar="N",
+                     help="the thief's own images (default: the preset's attacker split, 100 at tiny); beyond "
+                          "it, fresh images of a synthetic dataset that no owner, test set or null sees")
     run.add_argument("--seed", type=_ints, default=[0])
     run.add_argument("--preset", default="tiny")
     run.add_argument("--explainer", default="lime",
@@ -260,7 +264,7 @@ def cmd_run(args) -> int:
                         null_seeds=args.null_seeds, null_level=args.null_level,
                         data_dir=args.data_dir, dataset_options=dict(args.dataset_option),
                         device=args.device, threads=args.threads, executor=args.executor, workers=args.workers,
-                        scheduler=args.scheduler, log=_log)
+                        scheduler=args.scheduler, attacker_images=args.attacker_images, log=_log)
     return _finish(outcome, tic)
 
 

@@ -28,6 +28,7 @@ The runner and CLI call::
 
     open_dataset(name, image_size, root=None, options=None) -> dataset
     make_splits(name, preset, seed, root=None, options=None) -> Splits
+    thief_split(splits, name, preset, seed, count, root=None, options=None) -> Split   # --attacker-images
     null_training_set(name, preset, seed, null_index, root=None, options=None, split_seed=None) -> Split
     dataset_fingerprint(name, root=None, options=None) -> str   # part of every cache key
 
@@ -49,6 +50,9 @@ from harness.registry import DATASETS
 # Null models are innocent third parties: their training images come from far
 # beyond every owner/attacker/test range.
 NULL_DATA_OFFSET = 10_000_000
+# A thief with more images than the preset's attacker split (``--attacker-images``) draws the rest
+# from here: past every owner/attacker/test range, and below every null's.
+EXTRA_ATTACKER_OFFSET = 5_000_000
 
 
 @dataclass
@@ -234,3 +238,28 @@ def null_training_set(dataset_name: str, preset: Preset, seed: int, null_index: 
         return _load(dataset, _null_indices(dataset, dataset_name, preset, seed, null_index, split_seed))
     start = NULL_DATA_OFFSET + null_index * preset.owner_train
     return _draw(dataset, start, preset.owner_train, seed)
+
+
+def thief_split(splits: Splits, dataset_name: str, preset: Preset, seed: int, count: int | None,
+                root: str | None = None, options: dict | None = None) -> Split:
+    """The thief's images when they have ``count`` of them (``--attacker-images``; None: the preset's split).
+
+    Fewer than the split: its first ``count``. More: the split, then fresh images of a procedural
+    dataset from a range no owner, test set or null ever sees, so the owner's data and the utility
+    measurement stay exactly as they were. A folder dataset has only the images on disk.
+    """
+    if count is None:
+        return splits.attacker
+    if count < 1:
+        raise HarnessError(f"--attacker-images must be at least 1, got {count}")
+    have = len(splits.attacker)
+    if count <= have:
+        return Split(splits.attacker.images[:count], splits.attacker.masks[:count])
+    dataset = open_dataset(dataset_name, preset.image_size, root=root, options=options)
+    if is_finite(dataset):
+        raise HarnessError(f"--attacker-images {count}: dataset {dataset_name!r} gives the thief {have} images "
+                           f"at preset {preset.name!r}; a folder dataset has no more to draw")
+    if count - have > NULL_DATA_OFFSET - EXTRA_ATTACKER_OFFSET:
+        raise HarnessError(f"--attacker-images {count} is more than the procedural range holds")
+    extra = _draw(dataset, EXTRA_ATTACKER_OFFSET, count - have, seed)
+    return Split(torch.cat([splits.attacker.images, extra.images]), torch.cat([splits.attacker.masks, extra.masks]))

@@ -52,7 +52,7 @@ MAX_SEED = 10**9  # member k of the null population uses seed + 1 + k; numpy tak
 
 AXES = ("watermarks", "models", "datasets", "attacks", "strengths", "seeds", "presets", "explainers", "triggers")
 OPTIONS = ("results", "dice_budget", "null_seeds", "null_level", "data_dir", "dataset_options",
-           "device", "threads", "force")
+           "device", "threads", "force", "attacker_images")
 
 
 @dataclass
@@ -82,6 +82,7 @@ class Grid:
     device: str = "cpu"
     threads: int | None = None  # torch threads per task; None leaves torch's default
     force: bool = False
+    attacker_images: int | None = None  # the thief's image count (None: the preset's attacker split)
 
     def settings(self) -> list["Setting"]:
         return [Setting(model, dataset, preset, int(seed), self.data_dir_of(dataset), self.options_of(dataset))
@@ -210,6 +211,10 @@ def validate(grid: Grid) -> tuple[list, list[str]]:
         check_number("threads", grid.threads, 1, 1024, whole=True)
     if grid.null_seeds is not None:
         check_number("null seeds", grid.null_seeds, 1, 1000, whole=True)
+    if grid.attacker_images is not None:
+        from harness.data import EXTRA_ATTACKER_OFFSET, NULL_DATA_OFFSET
+
+        check_number("attacker images", grid.attacker_images, 1, NULL_DATA_OFFSET - EXTRA_ATTACKER_OFFSET, whole=True)
     for name in ("watermarks", "explainers", "triggers", "models", "datasets", "presets", "seeds"):
         values = getattr(grid, name)
         if len(set(map(str, values))) != len(values):
@@ -248,7 +253,11 @@ def validate(grid: Grid) -> tuple[list, list[str]]:
         dataset = open_dataset(setting.dataset, get_preset(setting.preset).image_size, setting.data_dir,
                                dict(setting.dataset_options))
         if is_finite(dataset):
-            tasks.splits_of(setting)  # reads every file now: a bad mask fails here, before any training
+            splits = tasks.splits_of(setting)  # reads every file now: a bad mask fails here, before any training
+            if grid.attacker_images is not None and grid.attacker_images > len(splits.attacker):
+                raise HarnessError(f"--attacker-images {grid.attacker_images}: dataset {setting.dataset!r} gives the "
+                                   f"thief {len(splits.attacker)} images at preset {setting.preset!r}; a folder "
+                                   "dataset has no more to draw")
     return attacks, explainers
 
 
@@ -302,18 +311,18 @@ def plan(grid: Grid, ctx: tasks.Context) -> Plan:
         for attack_obj, sweep in attacks:
             for strength in sweep:
                 group = [(m, c) for m in marks for c in mark_cells[m]
-                         if c.attack == attack_obj.registered_name and c.strength == strength]
+                         if c.attack == attack_obj.label and c.strength == strength]
                 todo = tuple(c for _, c in group if c.run_id not in finished)
                 if not todo:
                     continue
                 todo_marks = tuple(m for m in marks if any(c in todo for c in mark_cells[m]))
-                key = f"cells:{setting.label}:{attack_obj.registered_name}:{strength:g}"
+                key = f"cells:{setting.label}:{attack_obj.label}:{strength:g}"
                 deps = [clean_key, *null_keys]
                 for m in todo_marks:
                     deps += [f"mark:{m.stem}", *(f"before:{m.stem}:{e}" for e in explainers)]
                 all_tasks[key] = Task(key, "cells", tuple(deps), tasks.attack_cells,
-                                      (setting, todo_marks, attack_obj.registered_name, strength, todo), cells=todo,
-                                      label=f"{attack_obj.registered_name} {strength:g}{where}")
+                                      (setting, todo_marks, attack_obj.label, strength, todo), cells=todo,
+                                      label=f"{attack_obj.label} {strength:g}{where}")
     needed = _needed(all_tasks)
     ordered = {k: all_tasks[k] for k in _topological(all_tasks) if k in needed}
     gpu = ctx.device != "cpu"
@@ -376,7 +385,7 @@ def run_grid(grid: Grid, executor: str = "local", workers: int | None = None, sc
     check_options(executor, workers, scheduler)
     device = resolve_device(grid.device) if isinstance(grid.device, str) else grid.device
     ctx = tasks.Context(results=str(grid.results), device=device, threads=grid.threads, null_seeds=grid.null_seeds,
-                        null_level=grid.null_level, command=" ".join(sys.argv))
+                        null_level=grid.null_level, attacker_images=grid.attacker_images, command=" ".join(sys.argv))
     the_plan = plan(grid, ctx)
     total, pending = len(the_plan.cells), len(the_plan.pending_cells)
     if pending < total:

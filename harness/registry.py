@@ -207,18 +207,31 @@ def resolve_explainers(text: str) -> list[str]:
     return names
 
 
+def make_attack(label: str) -> Any:
+    """The configured attack a leaderboard ``attack`` label names: a registered name, or a chain's
+    steps joined by '+' (``prune.l1_50+ftal.e5``)."""
+    if "+" in label:
+        return ATTACKS.get("chain")(steps=label)
+    return ATTACKS.get(label)()
+
+
 def resolve_attacks(text: str, strengths=None) -> list[tuple[Any, tuple[float, ...]]]:
-    """``--attack``: a name, ``name.preset`` (e.g. ``prune.l1_50``), a comma-separated list, or ``all``.
+    """``--attack``: a name, ``name.preset`` (e.g. ``prune.l1_50``), a chain (``prune.l1_50+ftal.e5``),
+    a comma-separated list, or ``all``.
 
     Returns (configured attack, strengths) pairs. Explicit ``strengths`` apply to plain names
-    only: presets and ``all`` carry their own.
+    only: presets, chains and ``all`` carry their own.
     """
     names = split_names(text, ATTACKS, "attack")
-    if strengths and (text == "all" or any("." in n for n in names)):
-        raise HarnessError("--strength cannot be combined with --attack all or a named preset: "
+    if strengths and (text == "all" or any("." in n or "+" in n for n in names)):
+        raise HarnessError("--strength cannot be combined with --attack all, a named preset or a chain: "
                            "each attack has its own unit and sweep")
     resolved = []
     for name in names:
+        if "+" in name:
+            chain = make_attack(name)
+            resolved.append((chain, chain.default_strengths))
+            continue
         base, _, preset = name.partition(".")
         attack = ATTACKS.get(base)()
         if preset:

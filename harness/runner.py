@@ -64,6 +64,7 @@ def benchmark(
     executor: str = "local",
     workers: int | None = None,
     scheduler: str | None = None,
+    attacker_images: int | None = None,
     log=print,
 ) -> GridOutcome:
     """Embed each watermark, attack it at each strength, verify before/after against null models.
@@ -78,7 +79,8 @@ def benchmark(
     Every verdict is calibrated against a population of clean models of the
     suspect's architecture (``harness.nulls``: the preset's number, or
     ``null_seeds``), after an attack against those nulls under the same attack,
-    at false-accusation level ``null_level``. ``dice_budget``
+    at false-accusation level ``null_level``. ``attacker_images`` gives the thief that
+    many images of their own (default: the preset's attacker split). ``dice_budget``
     only decides how verdicts are shown (``harness.verdicts``): records keep
     the evidence, so another budget never needs a re-run.
     Cells whose record already exists (same spec, same versions) are not
@@ -93,5 +95,5 @@ def benchmark(
                 presets=_axis(preset, "preset"), explainers=[explainer], triggers=_axis(trigger, "trigger"),
                 results=str(results), dice_budget=dice_budget, null_seeds=null_seeds, null_level=null_level,
                 data_dir=data_dir, dataset_options=dict(dataset_options or {}), device=device, threads=threads,
-                force=force)
+                force=force, attacker_images=attacker_images)
     return run_grid(grid, executor=executor, workers=workers, scheduler=scheduler, log=log)

@@ -33,7 +33,7 @@ from harness.executors import failure_reason, upstream_failure
 from harness.io import spec_hash
 from harness.presets import get_preset
 from harness.records import RUNS_DIR, RunRecord, now
-from harness.registry import ATTACKS, DATASETS, EXPLAINERS, MODELS, find_watermark, plugin_version
+from harness.registry import DATASETS, EXPLAINERS, MODELS, find_watermark, make_attack, plugin_version
 from harness.segmenter import build_model
 from harness.training import recipe_key, seed_everything
 from harness.watermark import Key
@@ -52,6 +52,7 @@ class Context:
     threads: int | None = None  # torch threads per task (executors apply it)
     null_seeds: int | None = None  # K, the calibrating nulls; None: the preset's
     null_level: float = DEFAULT_LEVEL
+    attacker_images: int | None = None  # the thief's image count (None: the preset's attacker split)
     command: str = ""
 
 
@@ -90,9 +91,9 @@ def cells_of(mark: Mark, attacks, explainers, ctx: Context) -> list[CellSpec]:
     label, mark_id = nulls_label(ctx, s), spec_hash(wm.spec())
     common = (("model", plugin_version(MODELS.get(s.model))), ("dataset", plugin_version(DATASETS.get(s.dataset))),
               ("trigger", plugin_version(wm.trigger)))
-    return [CellSpec(mark.watermark, s.model, dataset_label(s), attack.registered_name, strength, s.seed, s.preset,
+    return [CellSpec(mark.watermark, s.model, dataset_label(s), attack.label, strength, s.seed, s.preset,
                      explainer, wm.trigger.registered_name, label, mark_id, spec_hash(attack.spec()),
-                     (*common, ("explainer", plugin_version(EXPLAINERS.get(explainer)))))
+                     (*common, ("explainer", plugin_version(EXPLAINERS.get(explainer)))), ctx.attacker_images)
             for attack, sweep in attacks for strength in sweep for explainer in explainers]
 
 
@@ -280,7 +281,7 @@ def record_failures(ctx: Context, cells, message: str, skip_existing: bool = Fal
         if skip_existing and (Path(ctx.results) / RUNS_DIR / f"{cell.run_id}.json").is_file():
             continue
         role = find_watermark(cell.watermark).role
-        family = ATTACKS.get(cell.attack).family
+        family = make_attack(cell.attack).family
         RunRecord(cell.run_id, _record_spec(cell, role, family), {}, status="error", error=message,
                   started=now(), command=ctx.command).write(ctx.results)
 
@@ -294,6 +295,7 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
     by the explainers.
     """
     from harness.attack import AttackerKit
+    from harness.data import thief_split
 
     written = {"ok": 0, "error": 0}
     shared = upstream_failure("cells", [r for k, r in deps.items() if not k.startswith(("mark:", "before:"))])
@@ -305,8 +307,10 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
     preset = get_preset(setting.preset)
     splits = splits_of(setting)
     nulls = null_models(ctx, setting)
-    kit = AttackerKit(splits.attacker, setting.model, preset, null_models=nulls)
-    attack = ATTACKS.get(attack_name)()
+    kit = AttackerKit(thief_split(splits, setting.dataset, preset, setting.seed, ctx.attacker_images,
+                                  root=setting.data_dir, options=dict(setting.dataset_options)),
+                      setting.model, preset, null_models=nulls)
+    attack = make_attack(attack_name)
     attacked_nulls = None
     for mark in marks:
         mine = [c for c in cells if c.watermark == mark.watermark and c.trigger == mark.trigger_name]

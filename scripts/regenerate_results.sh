@@ -8,7 +8,12 @@
 # serving attacks on StealthMark and every baseline, seeds 0, 1, 2), certify and certify-rank (the
 # false-accusation bound and the two-owner table, detector and paired-rank verifier), suite (every
 # weight-space, input and training attack but distillation, seed 0), marks (the other triggers and
-# baselines, before any attack), report. Also: suite-seeds (the suite at
+# baselines, before any attack), adaptive (the strongest thief's attacks -- self-training, FST,
+# NAD, ANP, CLP, I-BAU, Neural-Cleanse unlearning, a chain -- on StealthMark and every baseline,
+# seeds 0, 1, 2), claims-subset (the cells tests/claims/test_adaptive_removal.py re-runs: one attack
+# per family), report. Also: thief-images (soft distillation by a thief with 1000 images, against
+# attacked nulls, seeds 0, 1, 2), distill-curve (student Dice against the thief's image count,
+# scripts/distillation_curve.py), suite-seeds (the suite at
 # seeds 1 and 2), distill (the three distillation attacks, seed 0: an hour and more on 2 cores, since
 # each trains five attacked nulls), models (StealthMark in every architecture, each against nulls of
 # its own). Naming sections reuses WORK's records, so a later section can be added to the same results.
@@ -31,12 +36,20 @@ SUITE=blur,brightness,contrast,downscale,fine-prune,ftal,ftll,gamma,gauss-noise,
 SUITE=$SUITE,prune-channels,prune-layer,quantize,rtal,rtll,weight-noise
 SERVING=hard-mask,temperature,round-probs,tta,ensemble,recalibrate,smooth-probs
 MARKS=stealthmark,badnets,blended,border-backdoor,noise-backdoor,text-backdoor,wanet
+ADAPTIVE=ft-pseudo,ft-large-lr,nad,anp,clp,ibau,nc-unlearn,chain
+# One attack per family; tests/claims/test_adaptive_removal.py checks that this line matches it.
+CLAIMS=none,prune.l1_30,ft-pseudo.e5,distill-soft.e60,quantize.int8,weight-noise.std5,jpeg.q50,overwrite.e5,hard-mask.masks,nc-unlearn.e5,prune.l1_50+ftal.e5
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(default serving certify certify-rank suite marks report)
+[ ${#sections[@]} -gt 0 ] || sections=(default serving certify certify-rank suite marks adaptive claims-subset report)
 for section in "${sections[@]}"; do
   case $section in
     default) step $PY -m harness run --attack prune --seed 0,1,2 ;;
     serving) step $PY -m harness run --watermark $MARKS --attack $SERVING --seed 0,1,2 ;;
+    adaptive) step $PY -m harness run --watermark $MARKS --attack $ADAPTIVE --seed 0,1,2 ;;
+    claims-subset) step $PY -m harness run --attack $CLAIMS ;;
+    thief-images) step $PY -m harness run --watermark stealthmark --attack distill-soft --strength 16 \
+      --attacker-images 1000 --seed 0,1,2 ;;
+    distill-curve) echo "== distillation curve" >&2; time $PY scripts/distillation_curve.py --results "$WORK" ;;
     certify) step $PY -m harness certify ;;
     certify-rank) step $PY -m harness certify --verifier paired-rank ;;
     suite) step $PY -m harness run --attack $SUITE ;;
@@ -59,6 +72,7 @@ fi
 rm -rf results/runs results/report/figures
 cp -r "$WORK/runs" results/runs
 cp "$WORK/leaderboard.csv" "$WORK/worst_case.csv" results/
+if [ -f "$WORK/distillation_curve.csv" ]; then cp "$WORK/distillation_curve.csv" results/; fi
 # A certification is replaced only by one this WORK holds.
 for folder in certification certification-paired-rank; do
   if [ -d "$WORK/$folder" ]; then rm -rf "results/$folder" && cp -r "$WORK/$folder" "results/$folder"; fi

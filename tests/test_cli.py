@@ -40,6 +40,10 @@ def assert_one_line_error(code, err, *fragments):
     ("--strength", "half", "comma-separated numbers"),
     ("--seed", "x", "comma-separated whole numbers"),
     ("--dice-budget", "2", "dice budget"),
+    ("--attacker-images", "0", "attacker images must be in"),
+    ("--attack", "prnue.l1_50+ftal.e5", "did you mean 'prune'"),
+    ("--attack", "hard-mask+ftal.e5", "can only be the last step"),
+    ("--attack", "prune.l1_55+ftal.e5", "presets of 'prune'"),
 ])
 def test_run_rejects_bad_input_before_writing_anything(capsys, tmp_path, flag, bad, expected):
     results = tmp_path / "results"

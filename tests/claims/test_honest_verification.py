@@ -51,9 +51,8 @@ STEALTH_BAR_MISSES = {
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    reuse = os.environ.get("HARNESS_CLAIMS_RESULTS")
-    return reuse if reuse else tmp_path_factory.mktemp("claims")
+def results(claims_results):
+    return claims_results
 
 
 @pytest.fixture(scope="module")
