@@ -9,9 +9,10 @@
 # false-accusation bound and the two-owner table, detector and paired-rank verifier), suite (every
 # weight-space, input and training attack but distillation, seed 0), marks (the other triggers and
 # baselines, before any attack), adaptive (the strongest thief's attacks -- self-training, FST,
-# NAD, ANP, CLP, I-BAU, Neural-Cleanse unlearning, a chain -- on StealthMark and every baseline,
-# seeds 0, 1, 2), claims-subset (the cells tests/claims/test_adaptive_removal.py re-runs: one attack
-# per family), report. Also: thief-images (soft distillation by a thief with 1000 images, against
+# NAD, ANP, CLP, I-BAU, Neural-Cleanse unlearning, a chain -- at their moderate strength on
+# StealthMark, BadNets and WaNet, seeds 0, 1, 2), claims-subset (the cells
+# tests/claims/test_adaptive_removal.py re-runs: one attack per family), report. Also:
+# adaptive-strong (the same at their strong setting), adaptive-marks (the other baselines, moderate). Also: thief-images (soft distillation by a thief with 1000 images, against
 # attacked nulls, seeds 0, 1, 2), distill-curve (student Dice against the thief's image count,
 # scripts/distillation_curve.py), suite-seeds (the suite at
 # seeds 1 and 2), distill (the three distillation attacks, seed 0: an hour and more on 2 cores, since
@@ -36,17 +37,21 @@ SUITE=blur,brightness,contrast,downscale,fine-prune,ftal,ftll,gamma,gauss-noise,
 SUITE=$SUITE,prune-channels,prune-layer,quantize,rtal,rtll,weight-noise
 SERVING=hard-mask,temperature,round-probs,tta,ensemble,recalibrate,smooth-probs
 MARKS=stealthmark,badnets,blended,border-backdoor,noise-backdoor,text-backdoor,wanet
-ADAPTIVE=ft-pseudo,ft-large-lr,nad,anp,clp,ibau,nc-unlearn,chain
+ADAPTIVE=ft-pseudo.e5,ft-large-lr.e5,nad.e5,anp.p02,clp.u3,ibau.r5,nc-unlearn.e5,prune.l1_50+ftal.e5
+ADAPTIVE_STRONG=ft-pseudo.e20,ft-large-lr.e20,nad.e20,anp.p05,clp.u2_5,ibau.r10,nc-unlearn.e20,prune.l1_70+ftal.e20
 # One attack per family; tests/claims/test_adaptive_removal.py checks that this line matches it.
-CLAIMS=none,prune.l1_30,ft-pseudo.e5,distill-soft.e60,quantize.int8,weight-noise.std5,jpeg.q50,overwrite.e5,hard-mask.masks,nc-unlearn.e5,prune.l1_50+ftal.e5
+CLAIMS=none,prune.l1_30,ft-pseudo.e5,distill-soft.e10,quantize.int8,weight-noise.std5,jpeg.q50,overwrite.e5,hard-mask.masks,nc-unlearn.e5,prune.l1_50+ftal.e5
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(default serving certify certify-rank suite marks adaptive claims-subset report)
 for section in "${sections[@]}"; do
   case $section in
     default) step $PY -m harness run --attack prune --seed 0,1,2 ;;
     serving) step $PY -m harness run --watermark $MARKS --attack $SERVING --seed 0,1,2 ;;
-    adaptive) step $PY -m harness run --watermark $MARKS --attack $ADAPTIVE --seed 0,1,2 ;;
-    claims-subset) step $PY -m harness run --attack $CLAIMS ;;
+    adaptive) step $PY -m harness run --watermark stealthmark,badnets,wanet --attack $ADAPTIVE --seed 0,1,2 ;;
+    adaptive-strong) step $PY -m harness run --watermark stealthmark,badnets,wanet --attack $ADAPTIVE_STRONG --seed 0,1,2 ;;
+    adaptive-marks) step $PY -m harness run --watermark blended,border-backdoor,noise-backdoor,text-backdoor \
+      --attack $ADAPTIVE --seed 0,1,2 ;;
+    claims-subset) step $PY -m harness run --watermark stealthmark --attack $CLAIMS ;;
     thief-images) step $PY -m harness run --watermark stealthmark --attack distill-soft --strength 16 \
       --attacker-images 1000 --seed 0,1,2 ;;
     distill-curve) echo "== distillation curve" >&2; time $PY scripts/distillation_curve.py --results "$WORK" ;;

@@ -24,3 +24,14 @@ def smoke_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("smoke")
     outcome = benchmark(preset="smoke", results=results, strengths=[0.5, 0.9], log=lambda msg: None)
     return results, outcome
+
+
+@pytest.fixture(scope="session")
+def claims_results(tmp_path_factory):
+    """The claims tests' one results folder, so the tiny models one module trains the next reuses.
+
+    ``HARNESS_CLAIMS_RESULTS=DIR`` reuses the models cached in ``DIR/cache``; otherwise a fresh folder."""
+    import os
+
+    reuse = os.environ.get("HARNESS_CLAIMS_RESULTS")
+    return reuse if reuse else tmp_path_factory.mktemp("claims")
