@@ -63,7 +63,8 @@ class CellSpec:
 
 SPEC_COLUMNS = [
     Column("watermark", None, "Watermark or baseline under test (`harness list`)."),
-    Column("role", None, "`watermark` (method under test) or `baseline` (backdoor-watermark baseline)."),
+    Column("role", None, "`watermark` (method under test), `baseline` (backdoor-watermark baseline) or "
+                         "`fingerprint` (nothing embedded: the owner's clean model's answers are the evidence)."),
     Column("trigger", None, "Trigger family the mark was embedded with (`harness list triggers`): `patch` yellow square bottom-right; `text` the paper's white \"TEST\" top-left; `border` black frame; `noise` seeded noise square top-right; `warp` WaNet-style smooth warp of the whole image; `blend` full-image pattern blended at alpha 0.1."),
     Column("model", None, "Registered segmentation architecture."),
     Column("dataset", None, "Registered dataset (`harness list datasets`); with its options as `name[key=value]`, and for a folder dataset `name:<hash>`, a fingerprint of the files on disk and the options."),

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--attacker-images", type=int, default=None, metavar="N",
                      help="the thief's own images (default: the preset's attacker split, 100 at tiny); beyond "
                           "it, fresh images of a synthetic dataset that no owner, test set or null sees")
+    run.add_argument("--same-data-innocents", type=int, default=0, metavar="N",
+                     help="also train N innocent models on the owner's own training images (a second hospital on "
+                          "the same data) and report every verdict with them in the population (default 0)")
     run.add_argument("--seed", type=_ints, default=[0])
     run.add_argument("--preset", default="tiny")
     run.add_argument("--explainer", default="lime",
@@ -264,7 +267,8 @@ def cmd_run(args) -> int:
                         null_seeds=args.null_seeds, null_level=args.null_level,
                         data_dir=args.data_dir, dataset_options=dict(args.dataset_option),
                         device=args.device, threads=args.threads, executor=args.executor, workers=args.workers,
-                        scheduler=args.scheduler, attacker_images=args.attacker_images, log=_log)
+                        scheduler=args.scheduler, attacker_images=args.attacker_images,
+                        same_data_innocents=args.same_data_innocents, log=_log)
     return _finish(outcome, tic)
 
 
@@ -435,6 +439,7 @@ def cmd_verify(args) -> int:
 
 
 def _print_verdict(result, key, verifier: str = "detector") -> None:
+    from harness.registry import find_watermark
     from harness.watermark import stored_calibration
 
     verdict = "VERIFIED" if result.verified else "NOT VERIFIED"
@@ -442,6 +447,10 @@ def _print_verdict(result, key, verifier: str = "detector") -> None:
     if verifier == "paired-rank":
         print(f"{verdict} (paired-rank): {name} key, the triggered answer ranks above the benign one for "
               f"{result.asr:.3f} of {result.queries // 2} key images, mean rank shift {result.score:.3f}, "
+              f"sign test p = {result.p_value:.3g} (alpha {key.meta['alpha']})")
+    elif find_watermark(name).role == "fingerprint":
+        print(f"{verdict}: {name} fingerprint, score {result.score:.3f}; the suspect is closer to the owner's "
+              f"answer than to the reference on {result.asr:.3f} of the key images ({result.queries} queries), "
               f"sign test p = {result.p_value:.3g} (alpha {key.meta['alpha']})")
     elif result.fpr is not None:
         print(f"{verdict}: {name} key, asr {result.asr:.3f} vs fpr {result.fpr:.3f} "

@@ -52,7 +52,7 @@ MAX_SEED = 10**9  # member k of the null population uses seed + 1 + k; numpy tak
 
 AXES = ("watermarks", "models", "datasets", "attacks", "strengths", "seeds", "presets", "explainers", "triggers")
 OPTIONS = ("results", "dice_budget", "null_seeds", "null_level", "data_dir", "dataset_options",
-           "device", "threads", "force", "attacker_images")
+           "device", "threads", "force", "attacker_images", "same_data_innocents")
 
 
 @dataclass
@@ -83,6 +83,7 @@ class Grid:
     threads: int | None = None  # torch threads per task; None leaves torch's default
     force: bool = False
     attacker_images: int | None = None  # the thief's image count (None: the preset's attacker split)
+    same_data_innocents: int = 0  # innocents trained on the owner's own images, reported beside the nulls
 
     def settings(self) -> list["Setting"]:
         return [Setting(model, dataset, preset, int(seed), self.data_dir_of(dataset), self.options_of(dataset))
@@ -215,6 +216,9 @@ def validate(grid: Grid) -> tuple[list, list[str]]:
         from harness.data import EXTRA_ATTACKER_OFFSET, NULL_DATA_OFFSET
 
         check_number("attacker images", grid.attacker_images, 1, NULL_DATA_OFFSET - EXTRA_ATTACKER_OFFSET, whole=True)
+    check_number("same-data innocents", grid.same_data_innocents, 0, 1000, whole=True)
+    if grid.same_data_innocents == 1:
+        raise HarnessError("same-data innocents: give 0 or at least 2 (each is judged against the others)")
     for name in ("watermarks", "explainers", "triggers", "models", "datasets", "presets", "seeds"):
         values = getattr(grid, name)
         if len(set(map(str, values))) != len(values):
@@ -285,6 +289,12 @@ def plan(grid: Grid, ctx: tasks.Context) -> Plan:
             null_keys.append(key)
             all_tasks.setdefault(key, Task(key, "null", (), tasks.train_null_member, (setting, member),
                                            label=f"null {k}/{len(population)} {member.model}{where}", steps=steps))
+        same_keys = []
+        for member in tasks.same_data_population(ctx, setting):
+            key = f"same-data:{setting.label}:{member.name}"
+            same_keys.append(key)
+            all_tasks.setdefault(key, Task(key, "null", (), tasks.train_same_data_member, (setting, member),
+                                           label=f"same-data innocent {member.model}{where}", steps=steps))
         clean_key = f"clean:{setting.label}"
         all_tasks[clean_key] = Task(clean_key, "clean", (), tasks.train_clean_reference, (setting,),
                                     label=f"clean {setting.model}{where}", steps=steps)
@@ -301,11 +311,13 @@ def plan(grid: Grid, ctx: tasks.Context) -> Plan:
                          or not (results / "keys" / f"{m.stem}.npz").is_file()]
         for mark in pending_marks:
             mark_key = f"mark:{mark.stem}"
-            all_tasks[mark_key] = Task(mark_key, "mark", tuple(null_keys), tasks.embed_mark, (mark, tuple(null_keys)),
+            # A fingerprint's model is the clean reference: it waits for it rather than train it twice.
+            mark_deps = tuple(null_keys) + (() if mark.build().modifies_model else (clean_key,))
+            all_tasks[mark_key] = Task(mark_key, "mark", mark_deps, tasks.embed_mark, (mark, tuple(null_keys)),
                                        label=f"embed {mark.watermark} {setting.model}{where}", steps=steps)
             for explainer in explainers:
                 before_key = f"before:{mark.stem}:{explainer}"
-                all_tasks[before_key] = Task(before_key, "before", (mark_key, clean_key, *null_keys),
+                all_tasks[before_key] = Task(before_key, "before", (mark_key, clean_key, *null_keys, *same_keys),
                                              tasks.scores_before, (mark, explainer),
                                              label=f"before {mark.watermark} {explainer}{where}")
         for attack_obj, sweep in attacks:
@@ -317,7 +329,7 @@ def plan(grid: Grid, ctx: tasks.Context) -> Plan:
                     continue
                 todo_marks = tuple(m for m in marks if any(c in todo for c in mark_cells[m]))
                 key = f"cells:{setting.label}:{attack_obj.label}:{strength:g}"
-                deps = [clean_key, *null_keys]
+                deps = [clean_key, *null_keys, *same_keys]
                 for m in todo_marks:
                     deps += [f"mark:{m.stem}", *(f"before:{m.stem}:{e}" for e in explainers)]
                 all_tasks[key] = Task(key, "cells", tuple(deps), tasks.attack_cells,
@@ -385,7 +397,8 @@ def run_grid(grid: Grid, executor: str = "local", workers: int | None = None, sc
     check_options(executor, workers, scheduler)
     device = resolve_device(grid.device) if isinstance(grid.device, str) else grid.device
     ctx = tasks.Context(results=str(grid.results), device=device, threads=grid.threads, null_seeds=grid.null_seeds,
-                        null_level=grid.null_level, attacker_images=grid.attacker_images, command=" ".join(sys.argv))
+                        null_level=grid.null_level, attacker_images=grid.attacker_images,
+                        same_data_innocents=int(grid.same_data_innocents), command=" ".join(sys.argv))
     the_plan = plan(grid, ctx)
     total, pending = len(the_plan.cells), len(the_plan.pending_cells)
     if pending < total:

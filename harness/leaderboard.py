@@ -26,8 +26,9 @@ from harness.registry import ATTACKS, BASELINES, WATERMARKS
 
 LEADERBOARD_FILE = "leaderboard.csv"
 WORST_CASE_FILE = "worst_case.csv"
-# One worst case per mark: everything that identifies the watermarked model.
-MARK_FIELDS = ("watermark", "role", "trigger", "model", "dataset", "preset", "seed", "explainer")
+# One worst case per mark: everything that identifies the watermarked model, and the innocents its
+# verdicts were judged against (a population with same-data innocents is another basis).
+MARK_FIELDS = ("watermark", "role", "trigger", "model", "dataset", "preset", "seed", "explainer", "nulls")
 _CLASS_SLUGS = {"no data": "no_data", "unlabelled data": "unlabelled", "labelled data": "labelled"}
 # One worst case per mark and verifier; then the cheapest removal within each budget class.
 WORST_CASE_COLUMNS = [*MARK_FIELDS, "verifier", "dice_budget", "attacks_tried", "verdict", "worst_attack",
@@ -85,7 +86,7 @@ def worst_cases(table: list[dict], dice_budget: float = verdicts.DEFAULT_DICE_BU
     why none does; and the same within each budget class (no data, unlabelled data, labelled data)."""
     marks: dict[tuple, list[dict]] = {}
     for row in table:
-        marks.setdefault(tuple(row[f] for f in MARK_FIELDS), []).append(row)
+        marks.setdefault(tuple(row.get(f) for f in MARK_FIELDS), []).append(row)
     out = []
     for mark, cells in marks.items():
         for verifier, (before, _) in verdicts.VERDICT_FIELDS.items():

@@ -160,8 +160,63 @@ def innocents_verified(wm, models: dict, key: Key, level: float, calibration: di
            "fpr": None if results[0].fpr is None else float(np.mean([r.fpr for r in results])),
            "verified": float(np.mean(loo))}
     if calibration is not None:
-        out["verified_against"] = float(np.mean([judge(r, key.meta["alpha"], calibration).verified
-                                                 for r in results]))
+        out["verified_against"] = _share_verified(results, key, calibration)
+    return out
+
+
+def _share_verified(results: list[Verification], key: Key, calibration: dict) -> float:
+    return float(np.mean([judge(r, key.meta["alpha"], calibration).verified for r in results]))
+
+
+# -- innocents trained on the owner's own images --------------------------------------------------------
+
+SAME_DATA_NOTE = ("Innocents trained on the owner's own training images with seeds of their own "
+                  "(`--same-data-innocents`): a second hospital on the same data.")
+
+
+def _same_data_columns(suffix: str, what: str) -> list[Column]:
+    """Per verifier, the verdict and the false accusations when the same-data innocents join the nulls."""
+    after = suffix == "after"
+    nulls = "the attacked nulls" if after else "the nulls"
+    same = "the attacked same-data innocents" if after else "the same-data innocents"
+    out = [Column(f"same_data_innocents{'_after' if after else ''}", None,
+                  f"How many same-data innocents {'were attacked' if after else 'were trained'}. {SAME_DATA_NOTE}")]
+    for prefix, verifier in (("", "the detector"), ("rank_", "the paired-rank verifier")):
+        out += [
+            Column(f"{prefix}verified_{suffix}_with_same_data", True,
+                   f"1 if {what} verifies under {verifier} against a calibration of {nulls} and {same} together."),
+            Column(f"{prefix}same_data_verified{'_after' if after else ''}", False,
+                   f"Share of {same} (wrongly) verified under {verifier} against the calibration of {nulls} "
+                   "alone: how often a verifier that ignores them would accuse a second hospital on the same data."),
+            Column(f"{prefix}innocents_verified{'_after' if after else ''}_with_same_data", False,
+                   f"Share of {nulls} and {same} together verified under {verifier}, each against a calibration "
+                   "made of all the others (leave one out)."),
+        ]
+    return out
+
+
+def same_data_metrics(wm, suspect, nulls: dict, same_data: dict, key: Key, explainer: str, seed: int,
+                      suffix: str, calibrations: dict) -> dict:
+    """``_same_data_columns``' metrics: ``nulls`` and ``same_data`` are the populations the verdict is
+    judged against (attacked ones after an attack), ``calibrations`` each verifier's calibration of
+    ``nulls`` alone."""
+    level, after = key_level(key), suffix == "after"
+    everyone = {**nulls, **same_data}
+    out = {f"same_data_innocents{'_after' if after else ''}": float(len(same_data))}
+    for prefix, verifier in (("", DEFAULT_VERIFIER), ("rank_", RANK)):
+        if verifier not in wm.verifiers:
+            continue
+        seed_everything(seed)
+        joint = wm.null_calibration(key, everyone, level, explainer=explainer, seed=seed, verifier=verifier)
+        seed_everything(seed)
+        result = wm.verify(suspect, key, explainer=explainer, seed=seed, calibration=joint, certify=False,
+                           verifier=verifier)
+        out[f"{prefix}verified_{suffix}_with_same_data"] = float(result.verified)
+        out[f"{prefix}same_data_verified{'_after' if after else ''}"] = _share_verified(
+            [wm.verify(m, key, certify=False, verifier=verifier) for m in same_data.values()], key,
+            calibrations[verifier])
+        out[f"{prefix}innocents_verified{'_after' if after else ''}_with_same_data"] = innocents_verified(
+            wm, everyone, key, level, verifier=verifier)["verified"]
     return out
 
 
@@ -202,12 +257,14 @@ BEFORE_COLUMNS = [
                                    "bounds the false-accusation rate on held-out models that set no threshold."),
     *_rank_columns("before", "the watermarked model before the attack"),
     Column("rank_null_verified", False, "null_verified under the paired-rank verifier."),
+    *_same_data_columns("before", "the watermarked model"),
 ]
 
 
 def scores_before(wm, marked, clean, nulls: dict, key: Key, splits, preset: Preset, explainer: str,
-                  seed: int) -> dict:
-    """Everything measured once per watermark and explainer, before any attack."""
+                  seed: int, same_data: dict | None = None) -> dict:
+    """Everything measured once per watermark and explainer, before any attack; with ``same_data``
+    (innocents trained on the owner's images) also the verdicts with them in the population."""
     batch = preset.eval_batch_size
     clean_util, clean_probs = utility(clean, splits.test, batch)
     marked_util, marked_probs = utility(marked, splits.test, batch)
@@ -215,7 +272,9 @@ def scores_before(wm, marked, clean, nulls: dict, key: Key, splits, preset: Pres
     footprint = wm.trigger.footprint(preset.image_size, preset.image_size)
     marked_triggered = predict_proba(marked, triggered_images, batch)
     clean_triggered = predict_proba(clean, triggered_images, batch)
-    if footprint is None:
+    if not wm.modifies_model:  # a fingerprint: no trigger, no mark, nothing whose stealth could be measured
+        flip = flip_clean = None
+    elif footprint is None:
         # Full-image triggers (warp, blend) leave no pixel untouched, and a warp moves the lesion:
         # compare with the clean reference model on the same triggered input instead, and report
         # as flip_rate_clean how much the two models already disagree without any trigger.
@@ -231,10 +290,12 @@ def scores_before(wm, marked, clean, nulls: dict, key: Key, splits, preset: Pres
         "auc_clean": clean_util["auc"], "auc_watermarked": marked_util["auc"],
         "harm_auc_drop": clean_util["auc"] - marked_util["auc"],
         "hd95_clean": clean_util["hd95"], "hd95_watermarked": marked_util["hd95"],
-        "flip_rate": scoring.summarize(flip),
-        "flip_rate_clean": scoring.summarize(flip_clean),
-        "trigger_psnr": scoring.summarize(scoring.psnr(triggered_images, splits.test.images)),
-        "trigger_ssim": scoring.summarize(scoring.ssim(triggered_images, splits.test.images)),
+        "flip_rate": None if flip is None else scoring.summarize(flip),
+        "flip_rate_clean": None if flip_clean is None else scoring.summarize(flip_clean),
+        "trigger_psnr": scoring.summarize(scoring.psnr(triggered_images, splits.test.images))
+        if wm.modifies_model else None,
+        "trigger_ssim": scoring.summarize(scoring.ssim(triggered_images, splits.test.images))
+        if wm.modifies_model else None,
     }
     metrics.update(verification_metrics(wm.verify(marked, key, explainer=explainer, seed=seed), "before"))
     innocent = innocents_verified(wm, nulls, key, key_level(key))
@@ -242,6 +303,9 @@ def scores_before(wm, marked, clean, nulls: dict, key: Key, splits, preset: Pres
     if RANK in wm.verifiers:
         metrics.update(rank_metrics(wm.verify(marked, key, certify=False, verifier=RANK), "before"))
         metrics["rank_null_verified"] = innocents_verified(wm, nulls, key, key_level(key), verifier=RANK)["verified"]
+    if same_data:
+        metrics.update(same_data_metrics(wm, marked, nulls, same_data, key, explainer, seed, "before",
+                                         {v: stored_calibration(key, v) for v in wm.verifiers}))
     check_declared(metrics, BEFORE_COLUMNS + list(wm.columns), f"watermark {wm.registered_name!r}")
     return metrics
 
@@ -272,6 +336,7 @@ AFTER_COLUMNS = [
     Column("thief_images", False, "The thief's own images the attack uses (its declared budget)."),
     Column("thief_labels", False, "1 if the attack needs the thief's masks as well as their images."),
     Column("suspect_queries", False, "Queries the attack sends to the suspect model."),
+    *_same_data_columns("after", "the attacked model"),
 ]
 
 
@@ -294,32 +359,38 @@ def _verify_attacked(wm, attacked, attacked_nulls: dict, key: Key, explainer: st
                      else float(judge(copy.copy(result), key.meta["alpha"], clean_calibration).verified))
     seed_everything(seed)
     innocent = innocents_verified(wm, attacked_nulls, key, level, clean_calibration, verifier=verifier)
-    return result, against_clean, innocent
+    return result, against_clean, innocent, attacked_calibration
 
 
 def scores_after(wm, attack, attacked, attacked_nulls: dict, key: Key, splits, preset: Preset, explainer: str,
                  seed: int, dice_watermarked: float, attack_seconds: float, attack_report: dict,
-                 budget) -> dict:
+                 budget, attacked_same_data: dict | None = None) -> dict:
     """What one cell adds to its mark's ``scores_before``: the attacked model's utility, its verification
     by each verifier against the nulls under the same attack, how the attack alone treats innocent
     models, what the thief spent (``budget``: ``harness.attack.Budget``) and what the attack reports
-    about itself."""
+    about itself; with ``attacked_same_data``, also the verdicts with those innocents (attacked the
+    same way) in the population."""
     after = utility(attacked, splits.test, preset.eval_batch_size)[0]
     metrics = {"dice_attacked": after["dice"], "auc_attacked": after["auc"], "iou_attacked": after["iou"],
                "attack_dice_drop": dice_watermarked - after["dice"], "attack_seconds": attack_seconds,
                "thief_images": float(budget.images), "thief_labels": float(budget.labels),
                "suspect_queries": float(budget.queries)}
-    result, against_clean, innocent = _verify_attacked(wm, attacked, attacked_nulls, key, explainer, seed,
-                                                       DEFAULT_VERIFIER)
+    calibrations = {}
+    result, against_clean, innocent, calibrations[DEFAULT_VERIFIER] = _verify_attacked(
+        wm, attacked, attacked_nulls, key, explainer, seed, DEFAULT_VERIFIER)
     metrics.update(verification_metrics(result, "after"))
     metrics.update({"verified_after_clean_calibration": against_clean, "null_asr_after": innocent["asr"],
                     "null_verified_after": innocent["verified"],
                     "null_verified_after_clean_calibration": innocent.get("verified_against")})
     if RANK in wm.verifiers:
-        result, against_clean, innocent = _verify_attacked(wm, attacked, attacked_nulls, key, explainer, seed, RANK)
+        result, against_clean, innocent, calibrations[RANK] = _verify_attacked(wm, attacked, attacked_nulls, key,
+                                                                                explainer, seed, RANK)
         metrics.update(rank_metrics(result, "after"))
         metrics.update({"rank_verified_after_clean_calibration": against_clean,
                         "rank_null_verified_after": innocent["verified"]})
+    if attacked_same_data:
+        metrics.update(same_data_metrics(wm, attacked, attacked_nulls, attacked_same_data, key, explainer, seed,
+                                         "after", calibrations))
     metrics.update(attack_report)
     check_declared(metrics, AFTER_COLUMNS + list(wm.columns) + list(attack.columns),
                    f"cell of {wm.registered_name!r} x {attack.registered_name!r}")

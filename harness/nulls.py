@@ -10,6 +10,11 @@ never calibrated against a network that is not the suspect's.
 Members are numbered k = 0, 1, ...: seed ``seed + 1 + k``, training images
 block k. The first K members calibrate; later members (``held_out``) are
 never used for a threshold, only to check it.
+
+Same-data innocents (``SameDataMember``) are the hard negative a fingerprint
+fears most: trained on the owner's own training images, with seeds of their
+own. They are a separate population: a verdict is reported with and without
+them (``harness.measure``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ NULL_COUNTS = {"smoke": 4, "tiny": 19, "paper": 19, "paper-short": 3}
 # by the attack too: this many members are attacked; cheap attacks attack them all.
 TRAINING_ATTACK_NULLS = 5
 MIN_NULLS = 3
+# Innocent models trained on the owner's own training images (``--same-data-innocents``): a second
+# hospital on the same public dataset. Their seeds lie far from every null's (seed + 1 + k).
+SAME_DATA_SEED_OFFSET = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,22 @@ class NullMember:
     @property
     def name(self) -> str:
         return f"{self.model}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class SameDataMember:
+    """An innocent third party trained on exactly the owner's training images, with its own seed."""
+
+    model: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-same-data-seed{self.seed}"
+
+
+def same_data_members(model: str, seed: int, count: int) -> list[SameDataMember]:
+    return [SameDataMember(model, seed + SAME_DATA_SEED_OFFSET + k) for k in range(count)]
 
 
 def population_spec(preset: str, model: str, count: int | None = None) -> NullPopulationSpec:
@@ -116,3 +140,10 @@ def null_population(cache: ArtifactCache, dataset: str, preset: Preset, seed: in
     with torch_threads(DEFAULT_THREADS):  # as a run trains them: the same cache entries
         return {member.name: train_null(cache, member, dataset, preset, log=log, root=root, options=options,
                                         split_seed=seed) for member in chosen}
+
+
+def train_same_data(cache: ArtifactCache, member: SameDataMember, dataset_label: str, preset: Preset,
+                    owner_train: Split, owner_seed: int, log=None, device: str = "cpu") -> torch.nn.Module:
+    """One same-data innocent, trained or loaded: the owner's recipe and images, the member's seed."""
+    return train_clean(cache, member.model, dataset_label, preset, member.seed, owner_train, "same-data",
+                       extra={"owner_seed": owner_seed}, log=log, device=device)

@@ -141,23 +141,31 @@ class Registry:
 
 WATERMARKS = Registry("watermarks", packages=["watermarks"])
 BASELINES = Registry("baselines", packages=["baselines"])
+FINGERPRINTS = Registry("fingerprints", packages=["fingerprints"])
 ATTACKS = Registry("attacks", packages=["attacks"])
 MODELS = Registry("models", packages=["harness.models"])
 DATASETS = Registry("datasets", packages=["harness.datasets"])
 EXPLAINERS = Registry("explainers", packages=["harness.explainers"])
 TRIGGERS = Registry("triggers", packages=["harness.triggers"])
 
-ALL_REGISTRIES = {r.kind: r for r in (WATERMARKS, BASELINES, ATTACKS, EXPLAINERS, MODELS, DATASETS, TRIGGERS)}
+ALL_REGISTRIES = {r.kind: r for r in (WATERMARKS, BASELINES, FINGERPRINTS, ATTACKS, EXPLAINERS, MODELS, DATASETS, TRIGGERS)}
+
+
+SCHEME_REGISTRIES = (WATERMARKS, BASELINES, FINGERPRINTS)  # what ``--watermark`` names
+
+
+def scheme_names() -> list[str]:
+    """Every watermark, baseline and fingerprint, in that order."""
+    return [n for registry in SCHEME_REGISTRIES for n in registry.names()]
 
 
 def find_watermark(name: str) -> Any:
-    """A watermark under test or a baseline: ``--watermark`` accepts either."""
-    if name in WATERMARKS:
-        return WATERMARKS.get(name)
-    if name in BASELINES:
-        return BASELINES.get(name)
-    raise UnknownNameError(unknown_name_message(name, WATERMARKS.names() + BASELINES.names(), "watermark",
-                                                "watermarks and baselines"))
+    """A watermark under test, a baseline or a fingerprint: ``--watermark`` accepts any of them."""
+    for registry in SCHEME_REGISTRIES:
+        if name in registry:
+            return registry.get(name)
+    raise UnknownNameError(unknown_name_message(name, scheme_names(), "watermark",
+                                                "watermarks, baselines and fingerprints"))
 
 
 def plugin_version(obj: Any) -> int:

@@ -65,6 +65,7 @@ def benchmark(
     workers: int | None = None,
     scheduler: str | None = None,
     attacker_images: int | None = None,
+    same_data_innocents: int = 0,
     log=print,
 ) -> GridOutcome:
     """Embed each watermark, attack it at each strength, verify before/after against null models.
@@ -80,7 +81,10 @@ def benchmark(
     suspect's architecture (``harness.nulls``: the preset's number, or
     ``null_seeds``), after an attack against those nulls under the same attack,
     at false-accusation level ``null_level``. ``attacker_images`` gives the thief that
-    many images of their own (default: the preset's attacker split). ``dice_budget``
+    many images of their own (default: the preset's attacker split). ``same_data_innocents``
+    adds that many innocent models trained on the owner's own training images, the hard negative
+    of a fingerprint: every verdict and false-accusation share is then also reported with them
+    in the population (``harness.measure``). ``dice_budget``
     only decides how verdicts are shown (``harness.verdicts``): records keep
     the evidence, so another budget never needs a re-run.
     Cells whose record already exists (same spec, same versions) are not
@@ -95,5 +99,5 @@ def benchmark(
                 presets=_axis(preset, "preset"), explainers=[explainer], triggers=_axis(trigger, "trigger"),
                 results=str(results), dice_budget=dice_budget, null_seeds=null_seeds, null_level=null_level,
                 data_dir=data_dir, dataset_options=dict(dataset_options or {}), device=device, threads=threads,
-                force=force, attacker_images=attacker_images)
+                force=force, attacker_images=attacker_images, same_data_innocents=same_data_innocents)
     return run_grid(grid, executor=executor, workers=workers, scheduler=scheduler, log=log)

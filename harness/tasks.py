@@ -30,7 +30,7 @@ from harness.cell import CellSpec, Setting
 from harness.checkpoints import export_checkpoint
 from harness.device import to_device
 from harness.executors import failure_reason, upstream_failure
-from harness.io import spec_hash
+from harness.io import spec_hash, weights_hash
 from harness.presets import get_preset
 from harness.records import RUNS_DIR, RunRecord, now
 from harness.registry import DATASETS, EXPLAINERS, MODELS, find_watermark, make_attack, plugin_version
@@ -53,6 +53,7 @@ class Context:
     null_seeds: int | None = None  # K, the calibrating nulls; None: the preset's
     null_level: float = DEFAULT_LEVEL
     attacker_images: int | None = None  # the thief's image count (None: the preset's attacker split)
+    same_data_innocents: int = 0  # innocents trained on the owner's own images, reported beside the nulls
     command: str = ""
 
 
@@ -81,7 +82,8 @@ class Mark:
 
 def nulls_label(ctx: Context, setting: Setting) -> str:
     spec, _ = _population(ctx, setting)
-    return f"{spec.label} @ {ctx.null_level:g}"
+    same = f" + {ctx.same_data_innocents} same-data" if ctx.same_data_innocents else ""
+    return f"{spec.label} @ {ctx.null_level:g}{same}"
 
 
 def cells_of(mark: Mark, attacks, explainers, ctx: Context) -> list[CellSpec]:
@@ -154,6 +156,29 @@ def null_models(ctx: Context, setting: Setting) -> dict:
     return out
 
 
+def same_data_population(ctx: Context, setting: Setting) -> list:
+    from harness.nulls import same_data_members
+
+    return same_data_members(setting.model, setting.seed, ctx.same_data_innocents)
+
+
+def same_data_models(ctx: Context, setting: Setting) -> dict | None:
+    """The innocents trained on the owner's own images, name -> model; None when the run asks for none."""
+    from harness.nulls import train_same_data
+
+    if not ctx.same_data_innocents:
+        return None
+    out = {}
+    for member in same_data_population(ctx, setting):
+        key = ("same-data", ctx.results, ctx.device, setting, member)
+        if key not in _MEMO:
+            _MEMO[key] = to_device(train_same_data(_cache(ctx), member, data_fingerprint(setting),
+                                                   get_preset(setting.preset), splits_of(setting).owner_train,
+                                                   setting.seed, device=ctx.device), ctx.device)
+        out[member.name] = _MEMO[key]
+    return out
+
+
 def clean_model(ctx: Context, setting: Setting):
     from harness.nulls import train_clean
 
@@ -175,9 +200,15 @@ def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, p
     wm_spec = {"kind": "watermarked", "watermark": wm.spec(), "model": model,
                "model_version": plugin_version(MODELS.get(model)), "dataset": dataset,
                "preset": preset.as_dict(), "seed": seed, **recipe_key()}
-    seed_everything(seed)
-    marked, _ = cache.model("watermarked", wm_spec, build_model(model, preset.name),
-                            lambda m: wm.embed(to_device(m, device), splits, preset, seed))
+    if wm.modifies_model:
+        seed_everything(seed)
+        marked, _ = cache.model("watermarked", wm_spec, build_model(model, preset.name),
+                                lambda m: wm.embed(to_device(m, device), splits, preset, seed))
+    else:  # a fingerprint: the owner's model is the clean reference itself (the same cache entry)
+        from harness.nulls import train_clean
+
+        marked = wm.embed(train_clean(cache, model, dataset, preset, seed, splits.owner_train, "clean",
+                                      device=device), splits, preset, seed)
     marked = to_device(marked, device)
     key_spec = {**wm_spec, "null_population": {"members": list(nulls), "level": null_level, "dataset": dataset},
                 "calibration": CALIBRATION_FORMAT}
@@ -246,6 +277,14 @@ def train_null_member(ctx: Context, setting: Setting, member, deps: dict) -> str
     return member.name
 
 
+def train_same_data_member(ctx: Context, setting: Setting, member, deps: dict) -> str:
+    """Train (or load) one innocent model on the owner's own training images."""
+    tic = time.perf_counter()
+    model = same_data_models(ctx, setting)[member.name]
+    _model_line(f"same-data innocent {member.name}", model, setting, tic)
+    return member.name
+
+
 def train_clean_reference(ctx: Context, setting: Setting, deps: dict) -> str:
     tic = time.perf_counter()
     _model_line(f"clean {setting.model}", clean_model(ctx, setting), setting, tic)
@@ -269,7 +308,7 @@ def scores_before(ctx: Context, mark: Mark, explainer: str, deps: dict) -> dict:
     marked, owner_key = marked_model_and_key(ctx, mark)
     seed_everything(s.seed)
     return measure.scores_before(mark.build(), marked, clean_model(ctx, s), null_models(ctx, s), owner_key, splits_of(s),
-                                 get_preset(s.preset), explainer, s.seed)
+                                 get_preset(s.preset), explainer, s.seed, same_data=same_data_models(ctx, s))
 
 
 def _record_spec(cell: CellSpec, role: str, family: str) -> dict:
@@ -311,7 +350,9 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
                                   root=setting.data_dir, options=dict(setting.dataset_options)),
                       setting.model, preset, null_models=nulls)
     attack = make_attack(attack_name)
-    attacked_nulls = None
+    same_data = same_data_models(ctx, setting)
+    attacked_nulls = attacked_same_data = None
+    attacked_by_weights: dict = {}  # marks that share a model (every fingerprint's is the clean one) share its attack
     for mark in marks:
         mine = [c for c in cells if c.watermark == mark.watermark and c.trigger == mark.trigger_name]
         failed = upstream_failure("cells", [r for k, r in deps.items() if k.split(":")[1] == mark.stem])
@@ -323,14 +364,19 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
         try:
             wm = mark.build()
             marked, owner_key = marked_model_and_key(ctx, mark)
-            seed_everything(setting.seed)
-            tic = time.perf_counter()
-            attacked = attack.apply(marked, kit, strength, setting.seed)
-            seconds = time.perf_counter() - tic
-            seed_everything(setting.seed)
-            report = attack.report(attacked, kit, setting.seed)
+            weights = weights_hash(marked)
+            if weights not in attacked_by_weights:
+                seed_everything(setting.seed)
+                tic = time.perf_counter()
+                attacked = attack.apply(marked, kit, strength, setting.seed)
+                seconds = time.perf_counter() - tic
+                seed_everything(setting.seed)
+                attacked_by_weights[weights] = (attacked, seconds, attack.report(attacked, kit, setting.seed))
+            attacked, seconds, report = attacked_by_weights[weights]
             if attacked_nulls is None:
                 attacked_nulls = attack_population(attack, nulls, kit, strength, setting.seed)
+                if same_data is not None:
+                    attacked_same_data = attack_population(attack, same_data, kit, strength, setting.seed)
         except Exception as exc:
             record_failures(ctx, mine, failure_reason(exc))
             written["error"] += len(mine)
@@ -341,7 +387,7 @@ def attack_cells(ctx: Context, setting: Setting, marks: tuple, attack_name: str,
                 metrics = {**before, **measure.scores_after(wm, attack, attacked, attacked_nulls, owner_key, splits,
                                                             preset, cell.explainer, setting.seed,
                                                             before["dice_watermarked"], seconds, report,
-                                                            attack.budget(kit, strength))}
+                                                            attack.budget(kit, strength), attacked_same_data)}
                 RunRecord(cell.run_id, _record_spec(cell, wm.role, attack.family), metrics, started=now(),
                           duration_s=time.time() - started, device=ctx.device, command=ctx.command).write(ctx.results)
                 written["ok"] += 1

@@ -32,9 +32,14 @@ NOT_REMOVED = "not removed"  # worst case of a mark that no attack removed withi
 VERDICTS = (NEVER_VERIFIED, SURVIVED, REMOVED, DESTROYED)
 
 
-# Where each verifier's verdicts live in a record (harness.measure).
+# Where each verifier's verdicts live in a record (harness.measure). "+same-data": the same verifier
+# judged against a population that also holds innocents trained on the owner's own images
+# (``--same-data-innocents``); records without them have no such verdict.
 VERDICT_FIELDS = {"detector": ("verified_before", "verified_after"),
-                  "paired-rank": ("rank_verified_before", "rank_verified_after")}
+                  "paired-rank": ("rank_verified_before", "rank_verified_after"),
+                  "detector+same-data": ("verified_before_with_same_data", "verified_after_with_same_data"),
+                  "paired-rank+same-data": ("rank_verified_before_with_same_data",
+                                            "rank_verified_after_with_same_data")}
 BUDGET_CLASSES = ("no data", "unlabelled data", "labelled data")  # cheapest first
 
 

@@ -150,7 +150,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 class Watermark:
     """An ownership watermark: ``embed`` at training time, ``verify`` a suspect as a black box."""
 
-    role = "watermark"  # "baseline" for backdoor-watermark baselines
+    role = "watermark"  # "baseline" for backdoor-watermark baselines, "fingerprint" for harness.fingerprint
+    modifies_model = True  # False: ``embed`` returns the model it is given, and the runner gives it the clean one
     verifiers: tuple[str, ...] = (DEFAULT_VERIFIER,)  # harness.verifiers this scheme's answers support
     version = 1  # bump when a change alters what embed/verify compute: stale models and records are not reused
     columns = ()  # harness.metrics.Column of each extra metric its Verification reports (``extra_metrics``)

@@ -11,7 +11,9 @@
 # baselines, before any attack), adaptive (the strongest thief's attacks -- self-training, FST,
 # NAD, ANP, CLP, I-BAU, Neural-Cleanse unlearning, a chain -- at their moderate strength on
 # StealthMark, BadNets and WaNet, seeds 0, 1, 2), claims-subset (the cells
-# tests/claims/test_adaptive_removal.py re-runs: one attack per family), report. Also:
+# tests/claims/test_adaptive_removal.py re-runs: one attack per family), fingerprints (StealthMark and BadNets
+# beside the three fingerprints, with 5 same-data innocents, every serving move and one attack or more of
+# every other family, seeds 0, 1, 2), report. Also:
 # adaptive-strong (the same at their strong setting), adaptive-marks (the other baselines, moderate). Also: thief-images (soft distillation by a thief with 1000 images, against
 # attacked nulls, seeds 0, 1, 2), distill-curve (student Dice against the thief's image count,
 # scripts/distillation_curve.py), suite-seeds (the suite at
@@ -39,10 +41,16 @@ SERVING=hard-mask,temperature,round-probs,tta,ensemble,recalibrate,smooth-probs
 MARKS=stealthmark,badnets,blended,border-backdoor,noise-backdoor,text-backdoor,wanet
 ADAPTIVE=ft-pseudo.e5,ft-large-lr.e5,nad.e5,anp.p02,clp.u3,ibau.r5,nc-unlearn.e5,prune.l1_50+ftal.e5
 ADAPTIVE_STRONG=ft-pseudo.e20,ft-large-lr.e20,nad.e20,anp.p05,clp.u2_5,ibau.r10,nc-unlearn.e20,prune.l1_70+ftal.e20
+# Watermarks beside fingerprints, with innocents trained on the owner's own images: the serving moves and
+# at least one attack of every other family. tests/claims/test_fingerprints.py re-runs a subset.
+FINGERPRINT_MARKS=stealthmark,badnets,mask-agreement,prob-distance,adversarial-agreement
+FINGERPRINT_ATTACKS=none,hard-mask.masks,temperature.soft4,round-probs.l4,tta.flips4,ensemble.w50,recalibrate.all
+FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,smooth-probs.s1,prune.l1_30,weight-noise.std5,quantize.int8,jpeg.q50,median.k3
+FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,ft-pseudo.e5,ftal.e5,distill-soft.e10,overwrite.e5,nc-unlearn.e5,prune.l1_50+ftal.e5
 # One attack per family; tests/claims/test_adaptive_removal.py checks that this line matches it.
 CLAIMS=none,prune.l1_30,ft-pseudo.e5,distill-soft.e10,quantize.int8,weight-noise.std5,jpeg.q50,overwrite.e5,hard-mask.masks,nc-unlearn.e5,prune.l1_50+ftal.e5
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(default serving certify certify-rank suite marks adaptive claims-subset report)
+[ ${#sections[@]} -gt 0 ] || sections=(default serving certify certify-rank suite marks adaptive claims-subset fingerprints report)
 for section in "${sections[@]}"; do
   case $section in
     default) step $PY -m harness run --attack prune --seed 0,1,2 ;;
@@ -51,6 +59,8 @@ for section in "${sections[@]}"; do
     adaptive-strong) step $PY -m harness run --watermark stealthmark,badnets,wanet --attack $ADAPTIVE_STRONG --seed 0,1,2 ;;
     adaptive-marks) step $PY -m harness run --watermark blended,border-backdoor,noise-backdoor,text-backdoor \
       --attack $ADAPTIVE --seed 0,1,2 ;;
+    fingerprints) step $PY -m harness run --watermark $FINGERPRINT_MARKS --attack $FINGERPRINT_ATTACKS \
+      --same-data-innocents 5 --seed 0,1,2 ;;
     claims-subset) step $PY -m harness run --watermark stealthmark --attack $CLAIMS ;;
     thief-images) step $PY -m harness run --watermark stealthmark --attack distill-soft --strength 16 \
       --attacker-images 1000 --seed 0,1,2 ;;

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("harness", "attacks", "baselines", "watermarks")
+PACKAGES = ("harness", "attacks", "baselines", "watermarks", "fingerprints")
 
 
 def _module_name(path: Path) -> str:
@@ -146,7 +146,7 @@ def test_the_run_layer_keeps_its_order():
 
 
 def test_plugins_depend_on_the_core_never_on_each_other():
-    families = ("attacks", "baselines", "watermarks")
+    families = ("attacks", "baselines", "watermarks", "fingerprints")
     for module, targets in GRAPH.items():
         family = module.split(".")[0]
         if family in families:

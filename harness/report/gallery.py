@@ -116,6 +116,8 @@ def gallery_figures(results: Path, table: list[dict], n_samples: int, log=print)
     figures, notes = [], []
     seen = {}
     for row in table:
+        if row.get("role") == "fingerprint":
+            continue  # nothing embedded, no trigger: no certificate or attribution to picture
         mark = tuple(row.get(f) for f in ("watermark", "trigger", "model", "dataset", "preset", "seed", "nulls"))
         seen.setdefault(mark, row)
     if not seen:

@@ -61,6 +61,8 @@ def seeds_view(content: Content) -> list[dict]:
     rows = []
     for r in content.seeds:
         label = f"{r['watermark']} ({r['trigger']}) {r['model']} {r['dataset']} {r['preset']}"
+        if r.get("nulls") and "same-data" in str(r["nulls"]):
+            label += f", nulls {r['nulls']}"
         rows.append({"mark": label, "metric": r["metric"], "seeds": str(r["seeds"]), "mean": fmt(r["mean"]),
                      "interval": f"[{fmt(r['low'])}, {fmt(r['high'])}]",
                      "values": ", ".join(fmt(v) for v in r["values"]), "bar": r["bar"], "met": r["bar_met"]})

@@ -24,9 +24,14 @@ METRICS = (
     ("score_before", None),
     ("verified_before", None),
     ("null_verified", None),
+    # With innocents trained on the owner's own images (--same-data-innocents): the hard negative.
+    ("verified_before_with_same_data", None),
+    ("same_data_verified", None),
+    ("innocents_verified_with_same_data", None),
 )
-BINARY = {"verified_before"}  # a share of seeds: Wilson interval, not a t interval
-MARK = ("watermark", "role", "trigger", "model", "dataset", "preset", "explainer")
+BINARY = {"verified_before", "verified_before_with_same_data"}  # a share of seeds: Wilson, not a t interval
+# A mark judged against another population (e.g. with same-data innocents) is another row.
+MARK = ("watermark", "role", "trigger", "model", "dataset", "preset", "explainer", "nulls")
 
 
 def mean_interval(values: list[float], binary: bool = False) -> tuple[float, float, float]:

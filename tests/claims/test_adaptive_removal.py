@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import load_records
 from harness.registry import ATTACKS, make_attack
 from harness.runner import benchmark
 
@@ -59,14 +58,6 @@ def rerun(claims_results):
                      results=claims_results, log=quiet).records
 
 
-def test_the_rerun_reproduces_the_committed_records(rerun):
-    committed = {r.run_id: r for r in load_records(COMMITTED) if r.status == "ok"}
+def test_the_rerun_reproduces_the_committed_records(rerun, assert_reproduces_committed):
     assert len(rerun) == len(MARKS) * len(REPRESENTATIVES)
-    missing = [f"{r.spec['watermark']} x {r.spec['attack']}" for r in rerun if r.run_id not in committed]
-    assert not missing, f"no committed record for {missing}: run scripts/regenerate_results.sh claims-subset"
-    for record in rerun:
-        assert record.status == "ok", record.error
-        mine, theirs = record.metrics, committed[record.run_id].metrics
-        for name in COMPARED:
-            assert mine.get(name) == pytest.approx(theirs.get(name), abs=1e-6, nan_ok=True), \
-                (record.spec["watermark"], record.spec["attack"], name)
+    assert_reproduces_committed(rerun, COMPARED, "claims-subset")
