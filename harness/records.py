@@ -26,12 +26,35 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def cpu_identity() -> str:
+    """The processor and the kernel level torch dispatches to: two x86 CPUs of different generations run
+    different float kernels (oneDNN picks them per CPU), so the last digits of a trained model, and a
+    borderline verdict, can differ between them. Exact reproduction is defined on the same identity.
+
+    >>> isinstance(cpu_identity(), str)
+    True
+    """
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            name = name.strip()
+            if name in ("vendor_id", "cpu family", "model") and name not in fields:
+                fields[name] = value.strip()
+    except OSError:
+        pass
+    chip = (f"{fields.get('vendor_id', platform.machine())} family {fields.get('cpu family', '?')} "
+            f"model {fields.get('model', '?')}")
+    return f"{chip}, torch {torch.backends.cpu.get_cpu_capability()}"
+
+
 @lru_cache(maxsize=1)
 def versions() -> dict:
     """Versions that decide the numbers, recorded in every record."""
-    # The thread count changes float reduction order, hence the last digits of trained weights.
+    # The thread count changes float reduction order, hence the last digits of trained weights; the CPU
+    # changes which float kernels run (cpu_identity).
     out = {"python": platform.python_version(), "harness": HARNESS_VERSION, "platform": platform.platform(),
-           "torch_threads": torch.get_num_threads()}
+           "torch_threads": torch.get_num_threads(), "cpu": cpu_identity()}
     for package in ("torch", "monai", "numpy", "scikit-learn", "lime", "torch-pruning"):
         try:
             out[package] = version(package)
