@@ -42,7 +42,7 @@ MARKS=stealthmark,badnets,blended,border-backdoor,noise-backdoor,text-backdoor,w
 ADAPTIVE=ft-pseudo.e5,ft-large-lr.e5,nad.e5,anp.p02,clp.u3,ibau.r5,nc-unlearn.e5,prune.l1_50+ftal.e5
 ADAPTIVE_STRONG=ft-pseudo.e20,ft-large-lr.e20,nad.e20,anp.p05,clp.u2_5,ibau.r10,nc-unlearn.e20,prune.l1_70+ftal.e20
 # Watermarks beside fingerprints, with innocents trained on the owner's own images: the serving moves and
-# at least one attack of every other family. tests/claims/test_fingerprints.py re-runs a subset.
+# at least one attack of every other family. tests/claims/test_fingerprint_claims.py re-runs a subset.
 FINGERPRINT_MARKS=stealthmark,badnets,mask-agreement,prob-distance,adversarial-agreement
 FINGERPRINT_ATTACKS=none,hard-mask.masks,temperature.soft4,round-probs.l4,tta.flips4,ensemble.w50,recalibrate.all
 FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,smooth-probs.s1,prune.l1_30,weight-noise.std5,quantize.int8,jpeg.q50,median.k3
