@@ -53,7 +53,7 @@ class Context:
     null_seeds: int | None = None  # K, the calibrating nulls; None: the preset's
     null_level: float = DEFAULT_LEVEL
     attacker_images: int | None = None  # the thief's image count (None: the preset's attacker split)
-    same_data_innocents: int = 0  # innocents trained on the owner's own images, reported beside the nulls
+    same_data_innocents: int = 0  # innocents trained on the owner's own images (validated by the grid)
     command: str = ""
 
 
@@ -82,7 +82,7 @@ class Mark:
 
 def nulls_label(ctx: Context, setting: Setting) -> str:
     spec, _ = _population(ctx, setting)
-    same = f" + {ctx.same_data_innocents} same-data" if ctx.same_data_innocents else ""
+    same = f" + {int(ctx.same_data_innocents)} same-data" if ctx.same_data_innocents else ""  # 5.0 in YAML is 5
     return f"{spec.label} @ {ctx.null_level:g}{same}"
 
 
@@ -159,7 +159,7 @@ def null_models(ctx: Context, setting: Setting) -> dict:
 def same_data_population(ctx: Context, setting: Setting) -> list:
     from harness.nulls import same_data_members
 
-    return same_data_members(setting.model, setting.seed, ctx.same_data_innocents)
+    return same_data_members(setting.model, setting.seed, int(ctx.same_data_innocents))
 
 
 def same_data_models(ctx: Context, setting: Setting) -> dict | None:
