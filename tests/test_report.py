@@ -293,6 +293,21 @@ def test_gallery_without_cache_says_so(report):
     assert text.count("no cached watermarked model") == 3
 
 
+def test_gallery_pictures_a_mark_once_whatever_innocents_calibrate_it(tmp_path):
+    """Same-data innocents join only the calibration: the mark's rows with and without them are one
+    watermarked model, so one gallery entry; a fingerprint embeds nothing and gets none."""
+    from harness.report.gallery import gallery_figures
+
+    mark = {"watermark": "stealthmark", "trigger": "patch", "model": "basic-unet", "dataset": "synthetic-polyp",
+            "preset": "tiny", "seed": 0, "run_id": "absent", "explainer": "lime"}
+    table = [{**mark, "nulls": NULLS}, {**mark, "nulls": f"{NULLS} + 5 same-data"},
+             {**mark, "watermark": "prob-distance", "trigger": "none", "role": "fingerprint", "nulls": NULLS}]
+    figures, notes = gallery_figures(tmp_path, table, n_samples=10, log=lambda msg: None)
+    assert figures == [] and len(notes) == 1, notes
+    assert notes[0].startswith("Gallery unavailable for 1 of 1 marks") and "not understood" not in notes[0], notes
+    assert notes[0].count("no cached watermarked model") == 1
+
+
 def test_gallery_disabled_says_so(fake_results, tmp_path):
     paths = write_report(fake_results, out_dir=tmp_path / "out", gallery=False, log=lambda msg: None)
     assert "Gallery unavailable: not rendered" in paths.html.read_text()

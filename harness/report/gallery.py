@@ -41,10 +41,16 @@ def _read_only_cache(root: Path):
     return ReadOnlyCache(root)
 
 
+# Innocents trained on the owner's own images only join the calibration; the watermarked model and the
+# independent null pictured beside it are those of the population without them.
+_SAME_DATA_SUFFIX = re.compile(r" \+ \d+ same-data$")
+
+
 def _parse_nulls(label: str):
-    """'10x basic-unet @ 0.05' -> (10, 'basic-unet', 0.05); a label of the older, mixed-architecture
-    populations ('5x basic-unet,unet @ 0.05') is not one this harness can rebuild."""
-    match = re.fullmatch(r"\s*(\d+)x ([^\s,]+) @ (\S+)\s*", label or "")
+    """'10x basic-unet @ 0.05' -> (10, 'basic-unet', 0.05), with or without a ' + 5 same-data' suffix;
+    a label of the older, mixed-architecture populations ('5x basic-unet,unet @ 0.05') is not one this
+    harness can rebuild."""
+    match = re.fullmatch(r"\s*(\d+)x ([^\s,]+) @ (\S+)\s*", _SAME_DATA_SUFFIX.sub("", label or ""))
     if not match:
         raise _NotCached(f"null population label {label!r} not understood")
     return int(match[1]), match[2], float(match[3])
@@ -118,7 +124,8 @@ def gallery_figures(results: Path, table: list[dict], n_samples: int, log=print)
     for row in table:
         if row.get("role") == "fingerprint":
             continue  # nothing embedded, no trigger: no certificate or attribution to picture
-        mark = tuple(row.get(f) for f in ("watermark", "trigger", "model", "dataset", "preset", "seed", "nulls"))
+        nulls = _SAME_DATA_SUFFIX.sub("", row.get("nulls") or "")  # same model, same picture: shown once
+        mark = (*(row.get(f) for f in ("watermark", "trigger", "model", "dataset", "preset", "seed")), nulls)
         seen.setdefault(mark, row)
     if not seen:
         return figures, ["No marks in the leaderboard."]
