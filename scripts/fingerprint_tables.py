@@ -4,7 +4,7 @@ Reads the leaderboard rows of a results folder whose null population includes in
 the owner's own images (``harness run --same-data-innocents N``) and prints two Markdown tables:
 
 1. per attack, each scheme's verdicts over seeds: verified against the nulls alone, and against the
-   nulls together with the same-data innocents (``k/n · k/n``), with the thief's mean Dice cost;
+   nulls together with the same-data innocents (``k/n · k/n``), and the thief's mean Dice cost;
 2. false accusations before any attack, with and without the same-data innocents, counted over
    models (the independent units) with a one-sided 95% Clopper-Pearson upper bound, and the worst
    attack for the same-data innocents.
@@ -47,23 +47,23 @@ def verdict_table(rows: list[dict]) -> list[str]:
         by_attack[key][(row["watermark"], "rank_")].append(row)
     present = [s for s in SCHEMES if any(s in cells for cells in by_attack.values())
                and any(r.get(f"{s[1]}verified_before") is not None for r in by_attack[min(by_attack)][s])]
-    head = ["attack", "family", "thief's data"] + [scheme_label(*s) for s in present] + ["thief's Dice cost"]
+    head = ["attack", "family", "thief's data"] + [scheme_label(*s) for s in present]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     families = {(r["attack"], r["strength"]): (r["attack_family"], r.get("budget_class") or "") for r in rows}
     order = sorted(by_attack, key=lambda k: (k[0] != "none", families[k][0] != "serving", families[k][0], k[0], k[1]))
     for key in order:
         cells = []
-        costs = []
         for watermark, prefix in present:
             group = by_attack[key].get((watermark, prefix), [])
             after = "before" if key[0] == "none" else "after"
             alone = [r.get(f"{prefix}verified_{after}") for r in group]
             joint = [r.get(f"{prefix}verified_{after}_with_same_data") for r in group]
-            cells.append(f"{_share(alone)} · {_share(joint)}")
-            costs += [r["attack_dice_drop"] for r in group if r.get("attack_dice_drop") is not None and not prefix]
-        cost = "-" if key[0] == "none" or not costs else f"{np.mean(costs):+.3f}"
+            costs = [r["attack_dice_drop"] for r in group if r.get("attack_dice_drop") is not None]
+            # The thief's Dice cost, on the detector's column only (the paired-rank column is the same model).
+            cost = "" if prefix or key[0] == "none" or not costs else f", {np.mean(costs):+.3f}"
+            cells.append(f"{_share(alone)} · {_share(joint)}{cost}")
         label = key[0] if key[0] == "none" else f"`{key[0]}` {key[1]:g}"
-        out.append("| " + " | ".join([label, families[key][0], families[key][1], *cells, cost]) + " |")
+        out.append("| " + " | ".join([label, families[key][0], families[key][1], *cells]) + " |")
     return out
 
 
