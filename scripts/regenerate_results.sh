@@ -12,8 +12,8 @@
 # NAD, ANP, CLP, I-BAU, Neural-Cleanse unlearning, a chain -- at their moderate strength on
 # StealthMark, BadNets and WaNet, seeds 0, 1, 2), claims-subset (the cells
 # tests/claims/test_adaptive_removal.py re-runs: one attack per family), fingerprints (StealthMark and BadNets
-# beside the three fingerprints, with 5 same-data innocents, every serving move and one attack or more of
-# every other family, seeds 0, 1, 2), report. Also:
+# beside the three fingerprints, with 5 same-data innocents, every attack but distill-arch at one setting,
+# seeds 0, 1, 2), report. Also:
 # adaptive-strong (the same at their strong setting), adaptive-marks (the other baselines, moderate). Also: thief-images (soft distillation by a thief with 1000 images, against
 # attacked nulls, seeds 0, 1, 2), distill-curve (student Dice against the thief's image count,
 # scripts/distillation_curve.py), suite-seeds (the suite at
@@ -41,12 +41,17 @@ SERVING=hard-mask,temperature,round-probs,tta,ensemble,recalibrate,smooth-probs
 MARKS=stealthmark,badnets,blended,border-backdoor,noise-backdoor,text-backdoor,wanet
 ADAPTIVE=ft-pseudo.e5,ft-large-lr.e5,nad.e5,anp.p02,clp.u3,ibau.r5,nc-unlearn.e5,prune.l1_50+ftal.e5
 ADAPTIVE_STRONG=ft-pseudo.e20,ft-large-lr.e20,nad.e20,anp.p05,clp.u2_5,ibau.r10,nc-unlearn.e20,prune.l1_70+ftal.e20
-# Watermarks beside fingerprints, with innocents trained on the owner's own images: the serving moves and
-# at least one attack of every other family. tests/claims/test_fingerprint_claims.py re-runs a subset.
+# Watermarks beside fingerprints, with innocents trained on the owner's own images: every attack at one
+# setting (its mild one), except distill-arch (a student of another architecture for 60 epochs per
+# attacked model). tests/claims/test_fingerprint_claims.py re-runs a subset.
 FINGERPRINT_MARKS=stealthmark,badnets,mask-agreement,prob-distance,adversarial-agreement
 FINGERPRINT_ATTACKS=none,hard-mask.masks,temperature.soft4,round-probs.l4,tta.flips4,ensemble.w50,recalibrate.all
 FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,smooth-probs.s1,prune.l1_30,weight-noise.std5,quantize.int8,jpeg.q50,median.k3
 FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,ft-pseudo.e5,ftal.e5,distill-soft.e10,overwrite.e5,nc-unlearn.e5,prune.l1_50+ftal.e5
+FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,blur.s10,brightness.plus30,contrast.plus50,downscale.x050,gamma.g15
+FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,gauss-noise.std08,hflip.flip,prune-layer.l1_30,prune-channels.l1_30,clp.u3
+FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,fine-prune.fp_60,ftll.e5,rtll.e5,rtal.e5,ft-large-lr.e5,nad.e5,anp.p02,ibau.r5
+FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,distill-hard.e60
 # One attack per family; tests/claims/test_adaptive_removal.py checks that this line matches it.
 CLAIMS=none,prune.l1_30,ft-pseudo.e5,distill-soft.e10,quantize.int8,weight-noise.std5,jpeg.q50,overwrite.e5,hard-mask.masks,nc-unlearn.e5,prune.l1_50+ftal.e5
 sections=("$@")
