@@ -1,11 +1,13 @@
 """Watermark against fingerprint: the side-by-side tables of the README and docs/measurements.md.
 
 Reads the leaderboard rows of a results folder whose null population includes innocents trained on
-the owner's own images (``harness run --same-data-innocents N``) and prints two Markdown tables:
+the owner's own images (``harness run --same-data-innocents N``) and prints three Markdown tables:
 
-1. per attack, each scheme's verdicts over seeds: verified against the nulls alone, and against the
+1. per attack family, cheapest spend first, each scheme's share of attacked models (attacks x seeds)
+   still verified, with and without the same-data innocents, and the removals within the Dice budget;
+2. per attack, each scheme's verdicts over seeds: verified against the nulls alone, and against the
    nulls together with the same-data innocents (``k/n · k/n``), and the thief's mean Dice cost;
-2. false accusations before any attack, with and without the same-data innocents, counted over
+3. false accusations before any attack, with and without the same-data innocents, counted over
    models (the independent units) with a one-sided 95% Clopper-Pearson upper bound, and the worst
    attack for the same-data innocents.
 
@@ -67,6 +69,35 @@ def verdict_table(rows: list[dict]) -> list[str]:
     return out
 
 
+SPEND_ORDER = ("no data", "unlabelled data", "labelled data")
+
+
+def family_table(rows: list[dict]) -> list[str]:
+    """Scheme x attack family: attacked models (attacks x seeds; not independent units, so no interval)
+    still verified against the nulls · against nulls and same-data innocents, and the removals: not
+    verified within the Dice budget, under the scheme's own verdict."""
+    attacked = [r for r in rows if r["attack"] != "none"]
+    present = [s for s in SCHEMES if any(r["watermark"] == s[0] and r.get(f"{s[1]}verified_after") is not None
+                                         for r in attacked)]
+    groups = sorted({(r.get("budget_class") or "", r["attack_family"]) for r in attacked},
+                    key=lambda g: (SPEND_ORDER.index(g[0]) if g[0] in SPEND_ORDER else len(SPEND_ORDER), g[1]))
+    head = ["thief's spend", "family", "attacks"] + [scheme_label(*s) for s in present]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for spend, family in groups:
+        mine = [r for r in attacked if (r.get("budget_class") or "", r["attack_family"]) == (spend, family)]
+        attacks = sorted({(r["attack"], r["strength"]) for r in mine})
+        cells = []
+        for watermark, prefix in present:
+            group = [r for r in mine if r["watermark"] == watermark]
+            removed = sum(r.get(f"{prefix}verdict") == "removed" for r in group)
+            cells.append(f"{_share(r.get(f'{prefix}verified_after') for r in group)} · "
+                         f"{_share(r.get(f'{prefix}verified_after_with_same_data') for r in group)}"
+                         + (f", **{removed} removed**" if removed else ""))
+        names = ", ".join(f"`{a}`" for a, _ in attacks)
+        out.append("| " + " | ".join([spend, family, names, *cells]) + " |")
+    return out
+
+
 def accusation_table(rows: list[dict]) -> list[str]:
     head = ["scheme", "owner's Dice cost (mean over seeds)", "nulls accused, nulls only (leave one out)",
             "same-data innocents accused by the nulls' calibration",
@@ -112,6 +143,8 @@ def main(argv=None) -> int:
     seeds = sorted({int(r["seed"]) for r in rows})
     print(f"Seeds {', '.join(map(str, seeds))}; each cell: seeds verified against the nulls alone · "
           "against the nulls and the same-data innocents together.\n")
+    print("\n".join(family_table(rows)))
+    print()
     print("\n".join(verdict_table(rows)))
     print()
     print("\n".join(accusation_table(rows)))
