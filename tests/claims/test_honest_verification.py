@@ -35,19 +35,17 @@ pytestmark = pytest.mark.claims
 
 STEALTHMARK_TRIGGERS = ("patch", "text", "border", "noise", "warp", "blend")
 HELD_OUT = 6
-# Measured at seed 0 (README, "Honest verification"); strict: a met bar turns the test red.
+# Measured at seed 0 on the CPU CI runs on (AMD family 26, torch AVX512; the earlier CPU measured 0.0103,
+# 0.0106, 0.0171, 0.0122, 0.0387, 0.0440): the flip rate, held so that getting worse turns red, and the
+# clean model's own flip rate on the same triggered images. Strict: a met bar turns the xfail red.
 _MISS = ("bar not met at tiny scale: measured flip_rate {} (seed 0) vs flip_rate_clean {}; "
          "README 'Honest verification'. strict: turns red once met")
-STEALTH_BAR_MISSES = {
-    "patch": _MISS.format(0.0103, 0.0020),
-    "text": _MISS.format(0.0106, 0.0168),
-    "border": _MISS.format(0.0171, 0.0181),
-    "noise": _MISS.format(0.0122, 0.0013),
-    # Full-image triggers: compared with the clean model's mask on the same triggered image, whose
-    # disagreement with the watermarked model on benign images (flip_rate_clean) is a floor.
-    "warp": _MISS.format(0.0387, 0.0327),
-    "blend": _MISS.format(0.0440, 0.0326),
-}
+STEALTH_MEASURED = {"patch": (0.0122, 0.0023), "text": (0.0132, 0.0115), "border": (0.0177, 0.0209),
+                    "noise": (0.0160, 0.0015),
+                    # Full-image triggers: compared with the clean model's mask on the same triggered image,
+                    # whose disagreement with the watermarked model on benign images (flip_rate_clean) is a floor.
+                    "warp": (0.0370, 0.0283), "blend": (0.0383, 0.0300)}
+STEALTH_BAR_MISSES = {trigger: _MISS.format(*measured) for trigger, measured in STEALTH_MEASURED.items()}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +85,12 @@ def test_stealthmark_verifies_with_every_trigger_family(before, trigger):
     if t in STEALTH_BAR_MISSES else t for t in STEALTHMARK_TRIGGERS])
 def test_stealthmark_output_stealth_with_every_trigger_family(before, trigger):
     assert before[("stealthmark", trigger)]["flip_rate"] <= 0.002
+
+
+@pytest.mark.parametrize("trigger", STEALTHMARK_TRIGGERS)
+def test_stealthmark_output_stealth_does_not_regress_with_any_trigger_family(before, trigger):
+    """The bar above is missed with every trigger; this holds each measured flip rate."""
+    assert before[("stealthmark", trigger)]["flip_rate"] <= STEALTH_MEASURED[trigger][0]
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +149,8 @@ def test_held_out_nulls_clean_or_pruned_against_each_key_and_the_bound_counts_mo
         mine = sorted(a for a in accused if a[1] == certified and a[3] == verifier)
         models_accused = len({a[0] for a in mine})
         assert models_accused <= most, f"{certified} ({verifier}): {mine}"
-        assert round(clopper_pearson_upper(models_accused, len(held_out)), 3) <= bound
+        # The bound the docstring and docs quote is that of the recorded count over these held-out models.
+        assert round(clopper_pearson_upper(most, len(held_out)), 3) == bound
     for verifier, most in (("detector", 3), ("paired-rank", 4)):
         assert len([a for a in accused if a[3] == verifier]) <= most, f"accused: {sorted(accused)}"
 
