@@ -36,10 +36,10 @@ def test_stealthmark_verifies(default_cell):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "bar not met at seed 0 since 0.4 (channels-last, one thread per task): measured Dice cost 0.0285; "
-    "before 0.4 the same seed measured 0.005. Seeds 0-2 now: +0.028, -0.043, -0.027 (mean -0.014), so a "
-    "single seed's cost moves by several hundredths between runs that differ only in float rounding; "
-    "docs/measurements.md. strict: turns red once met"))
+    "bar not met at seed 0: measured Dice cost 0.0459 on the CPU CI runs on (AMD family 26), 0.0285 on the "
+    "earlier CPU, 0.005 before 0.4. Seeds 0-2 now: +0.046, -0.085, +0.001 (mean -0.013), so a single seed's "
+    "cost moves by several hundredths between runs that differ only in float rounding; docs/measurements.md. "
+    "strict: turns red once met"))
 def test_stealthmark_harm_bar(default_cell):
     assert _before(default_cell, "stealthmark")["harm_dice_drop"] <= 0.01
 
@@ -52,8 +52,9 @@ def test_stealthmark_harm_does_not_regress(default_cell):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "bar not met at tiny scale: measured flip_rate 0.0097 (seed 0, 0.4; 0.0103 before) while the clean model "
-    "itself flips 0.0022 under the same trigger; see docs/measurements.md. strict: turns red once met"))
+    "bar not met at tiny scale: measured flip_rate 0.0122 (seed 0) on the CPU CI runs on, 0.0097 on the earlier "
+    "CPU, where the clean model itself flipped 0.0022 under the same trigger; see docs/measurements.md. "
+    "strict: turns red once met"))
 def test_stealthmark_output_stealth_bar(default_cell):
     assert _before(default_cell, "stealthmark")["flip_rate"] <= 0.002
 
