@@ -429,13 +429,25 @@ def cmd_verify(args) -> int:
             if name is explainers[0]:
                 _print_verdict(result, key, verifier)
             if result.qr_decoded is not None:
-                print(f"certificate ({name}): QR {'decoded to the payload' if result.qr_decoded else 'not decoded'}"
-                      f" (read: {result.payload_read!r})")
+                _print_certificate(name, result)
             records.append({"verdict": "VERIFIED" if result.verified else "NOT VERIFIED", "verifier": verifier,
                             "checkpoint": str(args.checkpoint), "model": args.model, "key": str(args.key),
                             "explainer": name, **result.as_record()})
     print(json.dumps(records[0] if len(records) == 1 else records, indent=1, sort_keys=True))
     return 0
+
+
+def _print_certificate(explainer: str, result) -> None:
+    """One line per explainer: the payload its explanation spells, and how well it reads the owner's."""
+    owner = "the owner's payload" if result.qr_decoded else "not the owner's payload"
+    line = (f"certificate ({explainer}): {'VERIFIED' if result.verified else 'NOT VERIFIED'}, payload read "
+            f"{result.payload_read!r} ({owner})")
+    if getattr(result, "bit_accuracy", None) is not None:
+        line += f", bit accuracy {result.bit_accuracy:.3f}"
+    if getattr(result, "code_z", None) is not None:
+        line += (f", best message {result.best_payload!r} at z {result.code_z:.2f} "
+                 f"(decodes at >= {result.code_bound:.2f}, parametric)")
+    print(line)
 
 
 def _print_verdict(result, key, verifier: str = "detector") -> None:

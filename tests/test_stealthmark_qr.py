@@ -37,7 +37,23 @@ def test_payload_round_trip_through_modules_render_decode(qr_type, payload):
 
 def test_payload_that_does_not_fit_fails_early():
     with pytest.raises(Exception, match="does not fit"):
-        smq.StealthMarkQR(payload="THIS-PAYLOAD-IS-FAR-TOO-LONG", qr_type="M2")
+        smq.StealthMarkQR(payload="THIS-PAYLOAD-IS-FAR-TOO-LONG", code="qr", qr_type="M2")
+    with pytest.raises(Exception, match="4 characters"):
+        smq.StealthMarkQR(payload="OWNERA")  # the linear code carries 4 characters
+
+
+@pytest.mark.parametrize("name, value", [("code", "qr2"), ("signal", "ridg"), ("seg_target", "labels"), ("reads", 0),
+                                         ("mask_mix", (1, -1, 1))])
+def test_unknown_options_fail_early(name, value):
+    with pytest.raises(Exception, match=name):
+        smq.StealthMarkQR(**{name: value})
+
+
+def test_linear_code_target_and_key_carry_no_function_patterns():
+    wm = smq.StealthMarkQR(payload="OWNA")
+    assert wm.modules.shape == (13, 13) and 0.35 < wm.modules.mean() < 0.65
+    other = smq.StealthMarkQR(payload="OWNB").modules
+    assert 0.25 < (wm.modules != other).mean() < 0.75  # two owners' targets differ in many patches
 
 
 def test_shared_modules_are_the_function_patterns():
@@ -104,7 +120,8 @@ def test_key_save_load_round_trip(smoke, tmp_path):
     wm, model, splits, preset = smoke
     key = wm.make_key(model, splits, preset, 0)
     loaded = Key.load(key.save(tmp_path / "k.npz"))
-    assert loaded.meta["payload"] == "OWNERA" and loaded.meta["grid"] == 13
+    assert loaded.meta["payload"] == "OWNA" and loaded.meta["grid"] == 13 and loaded.meta["code"] == "linear"
+    assert not loaded.arrays["shared_modules"].any()
     for name in ("trigger_image", "modules", "shared_modules"):
         assert np.array_equal(loaded.arrays[name], key.arrays[name])
     assert loaded.arrays["trigger_image"].shape == (3, 32, 32)
@@ -137,3 +154,22 @@ def test_calibration_per_explainer_gates_the_verdict(smoke):
     assert not result.verified
     # an explainer without a calibration never verifies
     assert wm.verify(model, key, explainer="lime").p_value_null_empirical is None
+
+
+def test_occlusion_effects_are_each_patchs_exact_effect_at_the_base():
+    """A toy model whose background mean is linear in the kept pixels: each patch's effect, at any base,
+    is its own coefficient, with the sign the kept-minus-removed convention gives it."""
+
+    class Linear(torch.nn.Module):
+        def forward(self, x):  # probabilities 0.25 + 0.5 * channel mean, as logits
+            return torch.logit(0.25 + 0.5 * x.mean(1, keepdim=True))
+
+    gen = torch.Generator().manual_seed(3)
+    image = torch.rand(3, 12, 12, generator=gen)
+    feature_mask = torch.from_numpy(qr.grid_feature_mask(12, 12, 4))
+    coefficient = torch.stack([0.5 * image.mean(0)[feature_mask == p].sum() / 144 for p in range(16)])
+    for density in (1.0, 0.5, 0.0):
+        base = (torch.rand(16, generator=gen) < density).float()
+        effects, logits = smq.occlusion_effects(Linear(), image, feature_mask, smq.get_reduction("foreground-mean"), None, base)
+        assert logits.shape == (17, 1, 12, 12)
+        assert torch.allclose(effects, coefficient, atol=1e-6)

@@ -212,3 +212,7 @@ def test_verify_prints_a_verdict_for_a_stealthmark_qr_key(capsys, qr_owner, cali
     assert {k: record[k] for k in expected} == expected
     assert (record["p_value_null_empirical"] is None) == (calibrated == "uncalibrated")
     assert np.isclose(record["asr"], record["bit_accuracy"])
+    # the certificate line: the explainer's verdict, the payload its explanation spells, the bits it read
+    certificate = next(line for line in lines if line.startswith(f"certificate ({explainer}): NOT VERIFIED"))
+    assert "payload read None (not the owner's payload)" in certificate
+    assert f"bit accuracy {record['bit_accuracy']:.3f}" in certificate and "best message" in certificate
