@@ -9,6 +9,7 @@ the payloads they decode (none should), and the band of their bit accuracies com
 themselves. Writes ``measurements.json`` and the certificate pictures to ``--out`` and prints the tables.
 
     .venv/bin/python scripts/stealthmark_qr_measure.py --cache CACHE --out results/stealthmark_qr
+    .venv/bin/python scripts/stealthmark_qr_measure.py --tables results/stealthmark_qr/measurements.json
 """
 
 from __future__ import annotations
@@ -80,9 +81,52 @@ def save_pictures(path: Path, panels: list[tuple[str, np.ndarray, str | None]]) 
     plt.close(fig)
 
 
+def _cell(r: dict) -> str:
+    read = r["payload_read"] or "none"
+    return f"{r['bit_accuracy']:.3f} · z {r['z']:.1f} · {read}"
+
+
+def print_tables(record: dict) -> None:
+    """The Markdown tables of docs/stealthmark.md, from a measurements.json."""
+    bound = next(iter(next(iter(record["owners"].values()))["readings"].values()))["bound"]
+    print(f"Marked models (cell: bit accuracy · best message's z, decodes at >= {bound:.2f} · payload read):\n")
+    print("| model | embedding | Dice cost | " + " | ".join(EXPLAINERS) + " |")
+    print("|---" * (3 + len(EXPLAINERS)) + "|")
+    for name, entry in record["owners"].items():
+        print(f"| owner {name} ({entry['payload']}) | {entry['embed_seconds']:.0f} s | {entry['harm_dice_drop']:+.4f} | "
+              + " | ".join(_cell(entry["readings"][e]) for e in EXPLAINERS) + " |")
+    owner_a = [v for k, v in record["owners"].items() if k.startswith("A-")]
+    harms = np.array([v["harm_dice_drop"] for v in owner_a])
+    half = stats.t.ppf(0.975, len(harms) - 1) * harms.std(ddof=1) / np.sqrt(len(harms))
+    times = [v["embed_seconds"] for v in record["owners"].values()]
+    print(f"\nOwner A over {len(harms)} seeds: Dice cost {harms.mean():+.4f} (95% t interval "
+          f"[{harms.mean() - half:+.4f}, {harms.mean() + half:+.4f}]); embedding {min(times):.0f}-{max(times):.0f} s "
+          f"on {record['threads']} threads; explainers decoding per model: "
+          + ", ".join(f"{k} {sum(r['decoded'] for r in v['readings'].values())}/5" for k, v in record["owners"].items()))
+    print("\nTwo owners (seed 0; cell as above):\n")
+    print("| key | model | " + " | ".join(EXPLAINERS) + " |")
+    print("|---" * (2 + len(EXPLAINERS)) + "|")
+    for cell, readings in record["two_owners"].items():
+        key_owner, model_owner = cell.split()[1], cell.split()[-1]
+        print(f"| {key_owner} | {model_owner} | " + " | ".join(_cell(readings[e]) for e in EXPLAINERS) + " |")
+    archs = sorted({name.split(":")[0] for name in record["nulls"]})
+    counts = {a: sum(name.startswith(a + ":") for name in record["nulls"]) for a in archs}
+    print(f"\nNull models read with owner A's seed-0 key ({', '.join(f'{counts[a]} {a}' for a in archs)}); the band "
+          "is the nulls' own 99% Student-t prediction interval; 'outside' counts nulls outside the band of the others:\n")
+    print("| explainer | null bit accuracy mean ± sd | min-max | 99% band | outside (leave one out) | "
+          "payloads decoded | highest z |")
+    print("|---|---|---|---|---|---|---|")
+    for e in EXPLAINERS:
+        b = record["null_band"][e]
+        n = len(record["nulls"])
+        print(f"| {e} | {b['mean']:.3f} ± {b['sd']:.3f} | {b['min']:.3f}-{b['max']:.3f} | {b['low']:.3f}-{b['high']:.3f} | "
+              f"{b['outside_leave_one_out']}/{n} | {b['decoded']}/{n} | {b['max_z']:.2f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cache", required=True)
+    parser.add_argument("--tables", metavar="MEASUREMENTS_JSON", help="only print the tables of a measurement")
+    parser.add_argument("--cache")
     parser.add_argument("--out", default="results/stealthmark_qr")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--other-arch", default="segresnet")
@@ -90,6 +134,11 @@ def main() -> int:
     parser.add_argument("--nulls", type=int, default=None, help="basic-unet nulls (default: the preset's)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.tables:
+        print_tables(json.loads(Path(args.tables).read_text()))
+        return 0
+    if not args.cache:
+        parser.error("--cache is required to measure")
     torch.set_num_threads(args.threads)  # embedding and reading; training of clean models and nulls uses 1
 
     out = Path(args.out)
@@ -165,7 +214,8 @@ def main() -> int:
         (f"null {null_name}, lime, key A", record["nulls"][null_name]["lime"]["certificate"],
          record["nulls"][null_name]["lime"]["payload_read"])])
     (out / "measurements.json").write_text(json.dumps(record, indent=1))
-    print(f"wrote {out / 'measurements.json'} and {out / 'certificates.png'}")
+    print(f"wrote {out / 'measurements.json'} and {out / 'certificates.png'}\n")
+    print_tables(record)
     return 0
 
 
