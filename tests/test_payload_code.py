@@ -23,7 +23,13 @@ def test_bad_payloads_are_refused(payload):
 def test_columns_are_distinct_nonzero_and_span_the_message():
     cols = pc.columns(169)
     assert len(set(cols.tolist())) == 169 and (cols > 0).all() and (cols < 1 << pc.MESSAGE_BITS).all()
-    assert pc._rank_gf2(cols) == pc.MESSAGE_BITS
+    # the rank check columns() relies on: it must see dependence (3 = 1 xor 2) and independence
+    assert pc._rank_gf2(np.array([1, 2, 3])) == 2 and pc._rank_gf2(np.array([1, 2, 4])) == 3
+    # spanning 24 bits means distinct messages never share a codeword: none of 300 random ones do
+    rng = np.random.default_rng(5)
+    messages = rng.choice(np.arange(1, 1 << pc.MESSAGE_BITS), size=300, replace=False)
+    words = {tuple(pc.codeword(pc.payload_of(m), 169)) for m in messages}
+    assert len(words) == 300
     with pytest.raises(HarnessError, match="at least 24 patches"):
         pc.columns(23)
 
