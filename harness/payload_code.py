@@ -98,17 +98,32 @@ def soft_read(weights: np.ndarray) -> np.ndarray:
     return (stats.rankdata(weights) - (n + 1) / 2) / ((n - 1) / 2)
 
 
-def walsh_hadamard(values: np.ndarray) -> np.ndarray:
-    """Unnormalised fast Walsh-Hadamard transform of a length-2**k vector (a new array)."""
-    out = np.array(values, dtype=np.float64)
-    n, h = len(out), 1
-    while h < n:
-        view = out.reshape(-1, 2, h)
-        low = view[:, 0, :].copy()
-        view[:, 0, :] += view[:, 1, :]
-        view[:, 1, :] = low - view[:, 1, :]
-        h *= 2
+def walsh_hadamard(values: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Unnormalised fast Walsh-Hadamard transform of a length-2**k vector (a new array).
+
+    The transform is the Kronecker product of k 2x2 butterflies, so it is applied 6 bits at a time as a
+    64x64 Hadamard matrix product: BLAS instead of 24 numpy passes over 2**24 values (1.2-2 s -> about
+    0.1 s in float32 on 2 threads, which every verification and null calibration pays per reading).
+    """
+    out = np.array(values, dtype=dtype)
+    n = len(out)
+    bits = n.bit_length() - 1
+    if n != 1 << bits:
+        raise HarnessError(f"Walsh-Hadamard transform needs a power-of-two length, got {n}")
+    done = 0
+    while done < bits:
+        chunk = min(6, bits - done)
+        out = np.matmul(_hadamard(chunk, out.dtype), out.reshape(-1, 1 << chunk, 1 << done)).reshape(-1)
+        done += chunk
     return out
+
+
+@functools.cache
+def _hadamard(bits: int, dtype) -> np.ndarray:
+    matrix = np.ones((1, 1), dtype=dtype)
+    for _ in range(bits):
+        matrix = np.block([[matrix, matrix], [matrix, -matrix]])
+    return matrix
 
 
 def bonferroni_bound(alpha: float = DEFAULT_ALPHA) -> float:
@@ -139,7 +154,8 @@ def decode(soft: np.ndarray, alpha: float = DEFAULT_ALPHA) -> Decoded:
         return Decoded(None, payload_of(1), 0.0, 0.0, bound)
     folded = np.zeros(1 << MESSAGE_BITS)
     np.add.at(folded, columns(len(soft)).astype(np.int64), soft)
-    z = walsh_hadamard(folded) / norm
+    # float32: each score sums N terms of size <= 1, so rounding moves z by ~1e-5, far inside any margin
+    z = walsh_hadamard(folded, np.float32).astype(np.float64) / norm
     z[0] = -np.inf  # message 0 is refused at encoding (its codeword is all +1)
     best = int(np.argmax(z))
     best_z = float(z[best])

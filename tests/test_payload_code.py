@@ -34,11 +34,16 @@ def test_columns_are_distinct_nonzero_and_span_the_message():
         pc.columns(23)
 
 
-def test_walsh_hadamard_is_the_hadamard_matrix_product():
+@pytest.mark.parametrize("n", [16, 128, 1 << 13])  # within one 6-bit block, one block and a bit, uneven blocks
+def test_walsh_hadamard_is_the_hadamard_matrix_product(n):
     rng = np.random.default_rng(0)
-    values = rng.normal(size=16)
-    matrix = np.array([[(-1) ** bin(i & j).count("1") for j in range(16)] for i in range(16)])
+    values = rng.normal(size=n)
+    index = np.arange(n)
+    matrix = np.where(np.bitwise_count(index[:, None] & index[None, :]) % 2 == 0, 1.0, -1.0)
     assert np.allclose(pc.walsh_hadamard(values), matrix @ values)
+    assert np.allclose(pc.walsh_hadamard(values, np.float32), matrix @ values, atol=1e-3)
+    with pytest.raises(HarnessError, match="power-of-two"):
+        pc.walsh_hadamard(values[:-1])
 
 
 def test_codewords_of_different_payloads_are_far_apart():

@@ -43,7 +43,7 @@ def test_payload_that_does_not_fit_fails_early():
 
 
 @pytest.mark.parametrize("name, value", [("code", "qr2"), ("signal", "ridg"), ("seg_target", "labels"), ("reads", 0),
-                                         ("mask_mix", (1, -1, 1))])
+                                         ("mask_mix", (1, -1, 1)), ("warmup", -1)])
 def test_unknown_options_fail_early(name, value):
     with pytest.raises(Exception, match=name):
         smq.StealthMarkQR(**{name: value})
