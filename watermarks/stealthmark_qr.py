@@ -222,19 +222,18 @@ class StealthMarkQR(Watermark):
     columns = (*_bit_columns("before", "the watermarked model before the attack"),
                *_bit_columns("after", "the attacked model"))
 
-    # Defaults: the setting committed in results/stealthmark_qr (docs/stealthmark.md). Occlusion signal, 900 steps
-    # at lr 1e-3 (cosine), hinge weight 3 at tau 2.5e-4, distillation from the clean model at weight 30 (at
-    # weight 3 the Dice cost was 0.016 at 600 steps), bases 60% half / 20% full / 20% nearly empty (at
-    # 25/50/25 full-first, LIME read 0.66 where occlusion read 0.92). Measured since, not yet the default
-    # (its committed re-measurement is pending): warmup=100, steps=1200, seg_weight=60 decoded with 5, 3, 5 of
-    # 5 explainers at seeds 0, 1, 2 (this recipe: 5, 1, 3); docs/stealthmark.md has the figures.
+    # Defaults: the setting committed in results/stealthmark_qr (docs/stealthmark.md). Occlusion signal, 1200
+    # steps at lr 1e-3 (100 warm-up steps, then cosine), hinge weight 3 at tau 2.5e-4, distillation from the
+    # clean model at weight 60, bases 60% half / 20% full / 20% nearly empty (at 25/50/25 full-first, LIME read
+    # 0.66 where occlusion read 0.92). At 900 steps, no warm-up and weight 30, seeds 0, 1, 2 decoded with 5, 1
+    # and 3 of 5 explainers at Dice cost 0.003, 0.018, 0.043; this setting: 5, 3, 5 at 0.005, -0.000, 0.024.
     def __init__(self, trigger: str = "patch", payload: str = "OWNA", code: str = "linear", qr_type: str = "M2",
                  error: str = "L", grid: int = 13, reduction: str = DEFAULT_REDUCTION, trigger_index: int = 0,
-                 signal: str = "occlusion", steps: int = 900, masks_per_step: int = 64, ridge_lambda: float = 1.0,
+                 signal: str = "occlusion", steps: int = 1200, masks_per_step: int = 64, ridge_lambda: float = 1.0,
                  margin: float = 1.0, tau: float = 2.5e-4, hinge_weight: float = 3.0, keep_weight: float = 1.0,
                  keep_margin: float = 1.5, lr: float = 1e-3, batch_size: int = 32, seg_target: str = "clean",
-                 seg_weight: float = 30.0, mask_mix=(0.6, 0.2, 0.2), reads: int = 1, explainer: str = "lime",
-                 alpha: float = 0.01, warmup: int = 0):
+                 seg_weight: float = 60.0, mask_mix=(0.6, 0.2, 0.2), reads: int = 1, explainer: str = "lime",
+                 alpha: float = 0.01, warmup: int = 100):
         self.trigger = TRIGGERS.get(trigger)()
         if reduction not in REDUCTIONS or reduction == "detector-score":
             raise HarnessError(f"stealthmark-qr explains a named reduction other than detector-score, got {reduction!r}")

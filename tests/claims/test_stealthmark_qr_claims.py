@@ -5,8 +5,8 @@ The full measurement (seeds 0-2, two owners, 19 basic-unet + 5 segresnet nulls, 
 afford it all (each embedding is minutes), so this module re-embeds owner A's mark at seed 0 with the
 watermark's defaults, reads it with the five model-dependent explainers, reads 5 of seed 0's nulls (a
 weaker check than the committed 24: no decode among 5 models bounds the per-model false-decode rate at 45%,
-one-sided 95%, against 12% for 24), and compares what it re-measured with the committed record. The two-owner table and seeds 1-2 are checked
-as committed, not re-measured.
+one-sided 95%, against 12% for 24), and compares what it re-measured with the committed record. The
+two-owner table and seeds 1-2 are checked as committed, not re-measured.
 """
 
 import copy
@@ -71,30 +71,16 @@ def _committed_owner_a() -> list[dict]:
     return [v for k, v in sorted(COMMITTED["owners"].items()) if k.startswith("A-")]
 
 
-# Seeds 1 and 2, committed (re-embedding them would cost CI 20 more minutes): the bars they miss.
-SEED_DECODES = [5, 1, 3]  # explainers (of 5) decoding owner A's payload at seeds 0, 1, 2
-MEAN_HARM = 0.0215  # owner A's Dice cost over seeds 0-2: +0.0031, +0.0178, +0.0434
-
-
-@pytest.mark.xfail(strict=True, reason="bar not met: explainers decoding at seeds 0, 1, 2 are 5, 1, 3 of 5 "
-                                       "(seed 1 reads 0.50-0.79 of the bits); strict: turns red once met")
+# Seeds 1 and 2 as committed (re-embedding them would cost CI 25 more minutes): the bars over 3 seeds.
 def test_committed_every_seed_decodes_with_at_least_three_explainers():
+    """Measured 5, 3 and 5 of 5 at seeds 0, 1, 2 (at seed 1 the two Kernel SHAP read 0.50-0.54 of the bits)."""
+    assert len(_committed_owner_a()) == 3
     assert all(sum(r["decoded"] for r in v["readings"].values()) >= 3 for v in _committed_owner_a())
 
 
-def test_committed_decodes_per_seed_are_the_recorded_ones():
-    """The companion of the xfail above: the committed measurement is what its reason says."""
-    assert [sum(r["decoded"] for r in v["readings"].values()) for v in _committed_owner_a()] == SEED_DECODES
-
-
-@pytest.mark.xfail(strict=True, reason=f"bar not met: mean Dice cost over seeds 0-2 is {MEAN_HARM} (bar 0.01; "
-                                       "seed 0 alone 0.003); strict: turns red once met")
 def test_committed_mean_harm_at_most_001():
+    """Measured +0.0094 (+0.0049, -0.0004, +0.0238): met on the mean, not at seed 2 alone."""
     assert np.mean([v["harm_dice_drop"] for v in _committed_owner_a()]) <= 0.01
-
-
-def test_committed_mean_harm_is_the_recorded_one():
-    assert round(float(np.mean([v["harm_dice_drop"] for v in _committed_owner_a()])), 4) == MEAN_HARM
 
 
 def test_committed_embeddings_took_at_most_20_minutes():
