@@ -25,7 +25,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import linalg, stats
 
 from harness.errors import HarnessError
 
@@ -113,17 +113,10 @@ def walsh_hadamard(values: np.ndarray, dtype=np.float64) -> np.ndarray:
     done = 0
     while done < bits:
         chunk = min(6, bits - done)
-        out = np.matmul(_hadamard(chunk, out.dtype), out.reshape(-1, 1 << chunk, 1 << done)).reshape(-1)
+        block = linalg.hadamard(1 << chunk, dtype=out.dtype)  # Sylvester order: (-1) ** popcount(i & j)
+        out = np.matmul(block, out.reshape(-1, 1 << chunk, 1 << done)).reshape(-1)
         done += chunk
     return out
-
-
-@functools.cache
-def _hadamard(bits: int, dtype) -> np.ndarray:
-    matrix = np.ones((1, 1), dtype=dtype)
-    for _ in range(bits):
-        matrix = np.block([[matrix, matrix], [matrix, -matrix]])
-    return matrix
 
 
 def bonferroni_bound(alpha: float = DEFAULT_ALPHA) -> float:

@@ -308,10 +308,8 @@ class StealthMarkQR(Watermark):
         optimizer = torch.optim.Adam(params, lr=self.lr)
         # Linear warm-up, then cosine: Adam's first steps move every weight by about lr whatever its
         # gradient, and 3 full steps at lr 1e-3 cost the clean model 0.2 Dice before distillation pulls back.
-        if self.warmup:
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: warmup_cosine(t, self.steps, self.warmup))
-        else:
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.steps))
+        steps = max(1, self.steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: warmup_cosine(t, steps, self.warmup))
         k = self.masks_per_step
         light = float((bits < 0).float().mean())
         self.history = []
