@@ -398,7 +398,8 @@ def run_grid(grid: Grid, executor: str = "local", workers: int | None = None, sc
     device = resolve_device(grid.device) if isinstance(grid.device, str) else grid.device
     ctx = tasks.Context(results=str(grid.results), device=device, threads=grid.threads, null_seeds=grid.null_seeds,
                         null_level=grid.null_level, attacker_images=grid.attacker_images,
-                        same_data_innocents=grid.same_data_innocents, command=" ".join(sys.argv))
+                        same_data_innocents=grid.same_data_innocents, explainers=tuple(validate(grid)[1]),
+                        command=" ".join(sys.argv))
     the_plan = plan(grid, ctx)
     total, pending = len(the_plan.cells), len(the_plan.pending_cells)
     if pending < total:

@@ -148,11 +148,13 @@ def rank_metrics(result: Verification, suffix: str) -> dict:
 
 
 def innocents_verified(wm, models: dict, key: Key, level: float, calibration: dict | None = None,
-                       verifier: str = DEFAULT_VERIFIER) -> dict:
+                       verifier: str = DEFAULT_VERIFIER, explainer: str | None = None, seed: int = 0) -> dict:
     """How the owner's key treats a population of innocent models: their mean ASR and FPR, the share
     verified each against a calibration made of the *others* (leave one out: no model grades itself),
-    and, given ``calibration``, the share verified against it."""
-    results = [wm.verify(model, key, certify=False, verifier=verifier) for model in models.values()]
+    and, given ``calibration``, the share verified against it. ``explainer`` and ``seed``: the cell's, for a
+    watermark whose verdict is an explanation (StealthMark-QR); the others' uncertified verdicts ignore them."""
+    results = [wm.verify(model, key, explainer=explainer, seed=seed, certify=False, verifier=verifier)
+               for model in models.values()]
     loo = null_stats.leave_one_out_verdicts([r.score for r in results], [r.p_value for r in results],
                                             key.meta["alpha"], np.zeros(1), level,
                                             [r.sampling_error for r in results])
@@ -213,10 +215,10 @@ def same_data_metrics(wm, suspect, nulls: dict, same_data: dict, key: Key, expla
                            verifier=verifier)
         out[f"{prefix}verified_{suffix}_with_same_data"] = float(result.verified)
         out[f"{prefix}same_data_verified{'_after' if after else ''}"] = _share_verified(
-            [wm.verify(m, key, certify=False, verifier=verifier) for m in same_data.values()], key,
-            calibrations[verifier])
+            [wm.verify(m, key, explainer=explainer, seed=seed, certify=False, verifier=verifier)
+             for m in same_data.values()], key, calibrations[verifier])
         out[f"{prefix}innocents_verified{'_after' if after else ''}_with_same_data"] = innocents_verified(
-            wm, everyone, key, level, verifier=verifier)["verified"]
+            wm, everyone, key, level, verifier=verifier, explainer=explainer, seed=seed)["verified"]
     return out
 
 
@@ -298,7 +300,7 @@ def scores_before(wm, marked, clean, nulls: dict, key: Key, splits, preset: Pres
         if wm.modifies_model else None,
     }
     metrics.update(verification_metrics(wm.verify(marked, key, explainer=explainer, seed=seed), "before"))
-    innocent = innocents_verified(wm, nulls, key, key_level(key))
+    innocent = innocents_verified(wm, nulls, key, key_level(key), explainer=explainer, seed=seed)
     metrics.update({"null_asr": innocent["asr"], "null_fpr": innocent["fpr"], "null_verified": innocent["verified"]})
     if RANK in wm.verifiers:
         metrics.update(rank_metrics(wm.verify(marked, key, certify=False, verifier=RANK), "before"))
@@ -358,7 +360,8 @@ def _verify_attacked(wm, attacked, attacked_nulls: dict, key: Key, explainer: st
     against_clean = (None if clean_calibration is None
                      else float(judge(copy.copy(result), key.meta["alpha"], clean_calibration).verified))
     seed_everything(seed)
-    innocent = innocents_verified(wm, attacked_nulls, key, level, clean_calibration, verifier=verifier)
+    innocent = innocents_verified(wm, attacked_nulls, key, level, clean_calibration, verifier=verifier,
+                                  explainer=explainer, seed=seed)
     return result, against_clean, innocent, attacked_calibration
 
 

@@ -54,6 +54,7 @@ class Context:
     null_level: float = DEFAULT_LEVEL
     attacker_images: int | None = None  # the thief's image count (None: the preset's attacker split)
     same_data_innocents: int = 0  # innocents trained on the owner's own images (validated by the grid)
+    explainers: tuple = ()  # the run's; a key calibrated per explainer (StealthMark-QR's) is calibrated for these
     command: str = ""
 
 
@@ -193,10 +194,13 @@ def clean_model(ctx: Context, setting: Setting):
 
 def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, preset, seed: int, splits,
                            nulls: dict, null_level: float = DEFAULT_LEVEL, device: str = "cpu",
-                           null_overlap: float | None = None):
+                           null_overlap: float | None = None, explainers: tuple = ()):
     """The watermarked model (on ``device``) and the owner's key, calibrated against ``nulls`` (both cached).
     ``null_overlap``: on a folder dataset, the share of the nulls' training images shared between them
-    (``harness.data.null_overlap``); the key records it."""
+    (``harness.data.null_overlap``); the key records it. ``explainers``: for a watermark whose verdict is an
+    explanation (``calibrates_per_explainer``), the explainers its key is calibrated for (default every
+    registered one: 19 nulls x 7 explainers is minutes, so a run calibrates only the ones it reads with)."""
+    per_explainer = bool(explainers) and getattr(wm, "calibrates_per_explainer", False)
     wm_spec = {"kind": "watermarked", "watermark": wm.spec(), "model": model,
                "model_version": plugin_version(MODELS.get(model)), "dataset": dataset,
                "preset": preset.as_dict(), "seed": seed, **recipe_key()}
@@ -214,9 +218,13 @@ def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, p
                 "calibration": CALIBRATION_FORMAT}
     if null_overlap is not None:
         key_spec["null_data_overlap"] = null_overlap
+    if per_explainer:
+        key_spec["explainers"] = sorted(explainers)
 
     def calibrated_key():
-        key = wm.calibrate(wm.make_key(marked, splits, preset, seed), nulls, null_level)
+        key = wm.make_key(marked, splits, preset, seed)
+        key = (wm.calibrate(key, nulls, null_level, explainers=sorted(explainers)) if per_explainer
+               else wm.calibrate(key, nulls, null_level))
         if null_overlap is not None:
             key.meta["null_data_overlap"] = null_overlap
         return key
@@ -237,7 +245,8 @@ def marked_model_and_key(ctx: Context, mark: Mark):
                                    root=s.data_dir, options=dict(s.dataset_options), split_seed=s.seed)
         _MEMO[key] = embedded_model_and_key(_cache(ctx), mark.build(), s.model, data_fingerprint(s),
                                             get_preset(s.preset), s.seed, splits_of(s), null_models(ctx, s),
-                                            ctx.null_level, device=ctx.device, null_overlap=overlap)
+                                            ctx.null_level, device=ctx.device, null_overlap=overlap,
+                                            explainers=ctx.explainers)
     return _MEMO[key]
 
 

@@ -20,7 +20,8 @@
 # scripts/distillation_curve.py), suite-seeds (the suite at
 # seeds 1 and 2), distill (the three distillation attacks, seed 0: an hour and more on 2 cores, since
 # each trains five attacked nulls), models (StealthMark in every architecture, each against nulls of
-# its own). Naming sections reuses WORK's records, so a later section can be added to the same results.
+# its own), stealthmark-qr (StealthMark-QR under the serving attacks at seeds 0, 1, 2 and the suite at seed 0,
+# an hour and more on 2 cores: each of three embeddings is 20 minutes on one thread). Naming sections reuses WORK's records, so a later section can be added to the same results.
 #
 # The runs write to a work folder outside the tree (WORK, default a new temporary folder; point it at
 # an earlier WORK to reuse its cached models), so the tree stays clean while records are written; the
@@ -53,6 +54,10 @@ FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,blur.s10,brightness.plus30,contrast.plu
 FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,gauss-noise.std08,hflip.flip,prune-layer.l1_30,prune-channels.l1_30,clp.u3
 FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,fine-prune.fp_60,ftll.e5,rtll.e5,rtal.e5,ft-large-lr.e5,nad.e5,anp.p02,ibau.r5
 FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,distill-hard.e60
+# StealthMark-QR beside StealthMark (stealthmark-qr): every serving attack at one setting (the fingerprints'),
+# seeds 0, 1, 2, then the suite at seed 0. Read with captum-occlusion: the surest of the five model-dependent
+# readers (docs/stealthmark.md) and the cheapest, since a cell explains the suspect and every attacked null.
+QR_SERVING=hard-mask.masks,temperature.soft4,round-probs.l4,tta.flips4,ensemble.w50,recalibrate.all,smooth-probs.s1
 # One attack per family; tests/claims/test_adaptive_removal.py checks that this line matches it.
 CLAIMS=none,prune.l1_30,ft-pseudo.e5,distill-soft.e10,quantize.int8,weight-noise.std5,jpeg.q50,overwrite.e5,hard-mask.masks,nc-unlearn.e5,prune.l1_50+ftal.e5
 sections=("$@")
@@ -80,6 +85,9 @@ for section in "${sections[@]}"; do
       step $PY -m harness run --watermark stealthmark --trigger text,border,noise,warp,blend --attack none
       step $PY -m harness run --watermark blended,border-backdoor,noise-backdoor,text-backdoor,wanet --attack none
       step $PY -m harness run --watermark stealthmark --explainer all --attack none ;;
+    stealthmark-qr)
+      step $PY -m harness run --watermark stealthmark-qr --explainer captum-occlusion --attack none,$QR_SERVING --seed 0,1,2
+      step $PY -m harness run --watermark stealthmark-qr --explainer captum-occlusion --attack $SUITE ;;
     models) step $PY -m harness run --watermark stealthmark --model unet,attention-unet,segresnet,swin-unetr,unetr,sam --attack none ;;
     report) step $PY -m harness report ;;
     *) echo "regenerate: unknown section $section" >&2; exit 2 ;;

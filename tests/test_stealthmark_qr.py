@@ -1,5 +1,7 @@
 """Fast checks of stealthmark-qr (smoke preset and toy functions; seconds, not minutes)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +175,45 @@ def test_occlusion_effects_are_each_patchs_exact_effect_at_the_base():
         effects, logits = smq.occlusion_effects(Linear(), image, feature_mask, smq.get_reduction("foreground-mean"), None, base)
         assert logits.shape == (17, 1, 12, 12)
         assert torch.allclose(effects, coefficient, atol=1e-6)
+
+
+def test_a_read_is_remembered_per_weights_key_explainer_and_seed(smoke, monkeypatch):
+    """A cell reads each null to calibrate and again to judge it against the others: the second read is the
+    first one's, and anything a read depends on (the weights, the seed, the key's image) makes a new one."""
+    wm, model, splits, preset = smoke
+    key = wm.make_key(model, splits, preset, 0)
+    fresh = smq.StealthMarkQR(steps=3, masks_per_step=8, batch_size=4)
+    expected = fresh.read(model, key, "captum-lime", seed=1)
+    explained = []
+    real = smq.StealthMarkQR.read_weights
+    monkeypatch.setattr(smq.StealthMarkQR, "read_weights",
+                        lambda self, *a, **k: explained.append(a[2:]) or real(self, *a, **k))
+    assert [np.array_equal(wm.read(model, key, "captum-lime", seed=1)[0], expected[0]) for _ in range(2)] == [True] * 2
+    assert len(explained) == 1 and wm.read(model, key, "captum-lime", seed=1)[1] == expected[1]
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        next(changed.parameters()).add_(0.01)
+    other_image = Key(dict(key.meta), {**key.arrays, "trigger_image": 255 - key.arrays["trigger_image"]})
+    for args in ((changed, key, "captum-lime", 1), (model, key, "captum-lime", 2), (model, other_image, "captum-lime", 1),
+                 (model, key, "captum-occlusion", 1)):
+        wm.read(*args)
+    assert len(explained) == 5
+
+
+def test_a_run_calibrates_the_key_for_its_own_explainers_only(smoke, tmp_path):
+    from harness.cache import ArtifactCache
+    from harness.tasks import embedded_model_and_key
+
+    wm, _, splits, preset = smoke
+    nulls = {}
+    for i in range(3):
+        torch.manual_seed(20 + i)
+        nulls[f"n{i}"] = build_model("basic-unet", "smoke").eval()
+    cache = ArtifactCache(tmp_path)
+    _, key = embedded_model_and_key(cache, wm, "basic-unet", "synthetic-polyp", preset, 0, splits, nulls,
+                                    explainers=("captum-occlusion",))
+    assert list(key.meta["null_calibrations"]) == ["captum-occlusion"]
+    # another run's explainers are another key: never one that lacks their calibration
+    _, other = embedded_model_and_key(cache, wm, "basic-unet", "synthetic-polyp", preset, 0, splits, nulls,
+                                      explainers=("captum-lime", "captum-occlusion"))
+    assert sorted(other.meta["null_calibrations"]) == ["captum-lime", "captum-occlusion"]
