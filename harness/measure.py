@@ -155,9 +155,10 @@ def innocents_verified(wm, models: dict, key: Key, level: float, calibration: di
     watermark whose verdict is an explanation (StealthMark-QR); the others' uncertified verdicts ignore them."""
     results = [wm.verify(model, key, explainer=explainer, seed=seed, certify=False, verifier=verifier)
                for model in models.values()]
+    errors = [r.sampling_error for r in results]  # None where a score has no sampling error (a QR read)
     loo = null_stats.leave_one_out_verdicts([r.score for r in results], [r.p_value for r in results],
                                             key.meta["alpha"], np.zeros(1), level,
-                                            [r.sampling_error for r in results])
+                                            None if None in errors else errors)
     out = {"asr": float(np.mean([r.asr for r in results])),
            "fpr": None if results[0].fpr is None else float(np.mean([r.fpr for r in results])),
            "verified": float(np.mean(loo))}

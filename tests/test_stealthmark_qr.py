@@ -217,3 +217,39 @@ def test_a_run_calibrates_the_key_for_its_own_explainers_only(smoke, tmp_path):
     _, other = embedded_model_and_key(cache, wm, "basic-unet", "synthetic-polyp", preset, 0, splits, nulls,
                                       explainers=("captum-lime", "captum-occlusion"))
     assert sorted(other.meta["null_calibrations"]) == ["captum-lime", "captum-occlusion"]
+
+
+def test_innocents_are_judged_each_against_the_others_with_the_cells_explainer(smoke):
+    """The leaderboard's null_verified for StealthMark-QR: each null read with the cell's explainer and seed,
+    against the other nulls' bit accuracies (a read has no sampling error to widen the band with)."""
+    from harness.measure import innocents_verified
+
+    wm, model, splits, preset = smoke
+    key = wm.make_key(model, splits, preset, 0)
+    nulls = {}
+    for i in range(4):
+        torch.manual_seed(30 + i)
+        nulls[f"n{i}"] = build_model("basic-unet", "smoke").eval()
+    out = innocents_verified(wm, nulls, key, 0.05, explainer="captum-occlusion", seed=1)
+    assert out["verified"] == 0.0 and out["fpr"] is None
+    reads = [wm.read(m, key, "captum-occlusion", 1)[0] for m in nulls.values()]
+    assert out["asr"] == pytest.approx(np.mean([wm.bit_scores(r, key)["bit_accuracy"] for r in reads]))
+
+
+def test_a_grid_run_writes_its_cells_before_and_after_an_attack(tmp_path, monkeypatch):
+    """The path a leaderboard row takes (embed, key for the run's explainer, before, attack, after), in this
+    process, with three embedding steps: each cell is written, read with the run's explainer, and judged
+    against its nulls under the same attack."""
+    import functools
+
+    from harness.runner import benchmark
+
+    monkeypatch.setattr(smq.StealthMarkQR, "__init__",
+                        functools.partialmethod(smq.StealthMarkQR.__init__, steps=3, masks_per_step=8, batch_size=4))
+    out = benchmark(watermarks=["stealthmark-qr"], attack="none,hard-mask.masks", preset="smoke",
+                    explainer="captum-occlusion", results=tmp_path, workers=1, log=lambda m: None)
+    assert [r.status for r in out.records] == ["ok", "ok"], [r.error for r in out.records]
+    for r in out.records:
+        m = r.metrics
+        assert r.spec["explainer"] == "captum-occlusion" and m["nulls_after"] == 4
+        assert 0 <= m["bit_accuracy_after"] <= 1 and m["verified_after"] == 0.0 and m["null_verified_after"] == 0.0
