@@ -98,6 +98,15 @@ def test_sign_hinge_gradient_moves_signs_towards_the_bits():
     assert (read == (bits > 0).numpy()).all()
 
 
+def untrained_nulls(count: int, first_seed: int) -> dict:
+    """Stand-ins for null models: untrained networks, each from its own seed (n0, n1, ...)."""
+    nulls = {}
+    for i in range(count):
+        torch.manual_seed(first_seed + i)
+        nulls[f"n{i}"] = build_model("basic-unet", "smoke").eval()
+    return nulls
+
+
 @pytest.fixture(scope="module")
 def smoke():
     preset = get_preset("smoke")
@@ -144,10 +153,7 @@ def test_verify_fields_and_a_random_model_does_not_decode(smoke):
 def test_calibration_per_explainer_gates_the_verdict(smoke):
     wm, model, splits, preset = smoke
     key = wm.make_key(model, splits, preset, 0)
-    nulls = {}
-    for i in range(3):
-        torch.manual_seed(10 + i)
-        nulls[f"n{i}"] = build_model("basic-unet", "smoke").eval()
+    nulls = untrained_nulls(3, first_seed=10)
     wm.calibrate(key, nulls, explainers=["captum-occlusion"])
     cal = key.meta["null_calibrations"]["captum-occlusion"]
     assert cal["members"] == ["n0", "n1", "n2"] and len(key.meta["null_bit_accuracy"]["captum-occlusion"]) == 3
@@ -205,10 +211,7 @@ def test_a_run_calibrates_the_key_for_its_own_explainers_only(smoke, tmp_path):
     from harness.tasks import embedded_model_and_key
 
     wm, _, splits, preset = smoke
-    nulls = {}
-    for i in range(3):
-        torch.manual_seed(20 + i)
-        nulls[f"n{i}"] = build_model("basic-unet", "smoke").eval()
+    nulls = untrained_nulls(3, first_seed=20)
     cache = ArtifactCache(tmp_path)
     _, key = embedded_model_and_key(cache, wm, "basic-unet", "synthetic-polyp", preset, 0, splits, nulls,
                                     explainers=("captum-occlusion",))
@@ -226,10 +229,7 @@ def test_innocents_are_judged_each_against_the_others_with_the_cells_explainer(s
 
     wm, model, splits, preset = smoke
     key = wm.make_key(model, splits, preset, 0)
-    nulls = {}
-    for i in range(4):
-        torch.manual_seed(30 + i)
-        nulls[f"n{i}"] = build_model("basic-unet", "smoke").eval()
+    nulls = untrained_nulls(4, first_seed=30)
     out = innocents_verified(wm, nulls, key, 0.05, explainer="captum-occlusion", seed=1)
     assert out["verified"] == 0.0 and out["fpr"] is None
     reads = [wm.read(m, key, "captum-occlusion", 1)[0] for m in nulls.values()]
