@@ -20,8 +20,8 @@
 # scripts/distillation_curve.py), suite-seeds (the suite at
 # seeds 1 and 2), distill (the three distillation attacks, seed 0: an hour and more on 2 cores, since
 # each trains five attacked nulls), models (StealthMark in every architecture, each against nulls of
-# its own), stealthmark-qr (StealthMark-QR under the serving attacks at seeds 0, 1, 2 and the suite at seed 0,
-# an hour and more on 2 cores: each of three embeddings is 20 minutes on one thread). Naming sections reuses WORK's records, so a later section can be added to the same results.
+# its own), stealthmark-qr (StealthMark-QR under the serving attacks and the suite, seeds 0, 1, 2; an hour and
+# more on 2 cores: each of three embeddings is 23 minutes on one thread). Naming sections reuses WORK's records, so a later section can be added to the same results.
 #
 # The runs write to a work folder outside the tree (WORK, default a new temporary folder; point it at
 # an earlier WORK to reuse its cached models), so the tree stays clean while records are written; the
@@ -55,7 +55,7 @@ FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,gauss-noise.std08,hflip.flip,prune-laye
 FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,fine-prune.fp_60,ftll.e5,rtll.e5,rtal.e5,ft-large-lr.e5,nad.e5,anp.p02,ibau.r5
 FINGERPRINT_ATTACKS=$FINGERPRINT_ATTACKS,distill-hard.e60
 # StealthMark-QR beside StealthMark (stealthmark-qr): every serving attack at one setting (the fingerprints'),
-# seeds 0, 1, 2, then the suite at seed 0. Read with captum-occlusion: the surest of the five model-dependent
+# then the suite, seeds 0, 1, 2. Read with captum-occlusion: the surest of the five model-dependent
 # readers (docs/stealthmark.md) and the cheapest, since a cell explains the suspect and every attacked null.
 QR_SERVING=hard-mask.masks,temperature.soft4,round-probs.l4,tta.flips4,ensemble.w50,recalibrate.all,smooth-probs.s1
 # One attack per family; tests/claims/test_adaptive_removal.py checks that this line matches it.
@@ -87,7 +87,7 @@ for section in "${sections[@]}"; do
       step $PY -m harness run --watermark stealthmark --explainer all --attack none ;;
     stealthmark-qr)
       step $PY -m harness run --watermark stealthmark-qr --explainer captum-occlusion --attack none,$QR_SERVING --seed 0,1,2
-      step $PY -m harness run --watermark stealthmark-qr --explainer captum-occlusion --attack $SUITE ;;
+      step $PY -m harness run --watermark stealthmark-qr --explainer captum-occlusion --attack $SUITE --seed 0,1,2 ;;
     models) step $PY -m harness run --watermark stealthmark --model unet,attention-unet,segresnet,swin-unetr,unetr,sam --attack none ;;
     report) step $PY -m harness report ;;
     *) echo "regenerate: unknown section $section" >&2; exit 2 ;;
