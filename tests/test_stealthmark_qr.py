@@ -253,3 +253,31 @@ def test_a_grid_run_writes_its_cells_before_and_after_an_attack(tmp_path, monkey
         m = r.metrics
         assert r.spec["explainer"] == "captum-occlusion" and m["nulls_after"] == 4
         assert 0 <= m["bit_accuracy_after"] <= 1 and m["verified_after"] == 0.0 and m["null_verified_after"] == 0.0
+
+
+def test_the_committed_leaderboard_has_it_beside_stealthmark_under_every_attack_at_three_seeds():
+    """Issue 18's last bar, on the committed records (``scripts/regenerate_results.sh stealthmark-qr``): every
+    serving attack and every attack of the suite, seeds 0, 1, 2, for StealthMark-QR and StealthMark alike."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "scripts" / "regenerate_results.sh").read_text().splitlines()
+
+    def listed(name):  # the script's NAME=a,b and NAME=$NAME,c lines, attack names without their setting
+        values = [line.split("=", 1)[1] for line in script if line.startswith(f"{name}=")]
+        return {v.split(".")[0] for line in values for v in line.split(",") if not v.startswith("$")}
+
+    attacks = listed("QR_SERVING") | listed("SUITE")
+    assert listed("SERVING") <= attacks and len(attacks) >= 25
+    seeds: dict = {}
+    for path in (root / "results" / "runs").glob("*.json"):
+        record = json.loads(path.read_text())
+        spec = record["spec"]
+        if spec["watermark"] in ("stealthmark", "stealthmark-qr") and spec["trigger"] == "patch":
+            assert record["status"] == "ok" or spec["watermark"] != "stealthmark-qr", (path.name, record["error"])
+            if record["status"] == "ok":
+                seeds.setdefault((spec["watermark"], spec["attack"]), set()).add(spec["seed"])
+    missing = [(w, a) for w in ("stealthmark", "stealthmark-qr") for a in sorted(attacks)
+               if not {0, 1, 2} <= seeds.get((w, a), set())]
+    assert missing == []
