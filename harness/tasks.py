@@ -218,13 +218,11 @@ def embedded_model_and_key(cache: ArtifactCache, wm, model: str, dataset: str, p
                 "calibration": CALIBRATION_FORMAT}
     if null_overlap is not None:
         key_spec["null_data_overlap"] = null_overlap
-    if per_explainer:
-        key_spec["explainers"] = sorted(explainers)
+    scope = {"explainers": sorted(explainers)} if per_explainer else {}
+    key_spec.update(scope)
 
     def calibrated_key():
-        key = wm.make_key(marked, splits, preset, seed)
-        key = (wm.calibrate(key, nulls, null_level, explainers=sorted(explainers)) if per_explainer
-               else wm.calibrate(key, nulls, null_level))
+        key = wm.calibrate(wm.make_key(marked, splits, preset, seed), nulls, null_level, **scope)
         if null_overlap is not None:
             key.meta["null_data_overlap"] = null_overlap
         return key
